@@ -1,0 +1,70 @@
+"""Helpers shared by the benchmark scripts: the record format of ../shared/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def machine() -> dict:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        return {"device": "cuda", "name": torch.cuda.get_device_name(0), "cores": os.cpu_count(), "torch": torch.__version__}
+    return {"device": "cpu", "name": name, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_results(name: str, benchmark: str, records: list[dict], columns: list[tuple[str, str]],
+                  merge: bool = True) -> Path:
+    """Write ``results/<name>.json`` (merging records by id) and ``results/<name>.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text())["records"] if merge and path.exists() else []
+    new_ids = {r["id"] for r in records}
+    merged = [r for r in old if r["id"] not in new_ids] + records
+    doc = {
+        "benchmark": benchmark,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git": git_commit(),
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix().split("/main/")[-1], *sys.argv[1:]]),
+        "machine": machine(),
+        "records": merged,
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [f"# {benchmark}", "", f"{doc['date']}, git {doc['git'][:10]}, {doc['machine']['name']} "
+             f"({doc['machine']['device']}, {doc['machine']['cores']} cores), torch {doc['machine']['torch']}", "",
+             "| id | " + " | ".join(c[0] for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for r in merged:
+        vals = []
+        for _, key in columns:
+            v = r["metrics"].get(key, r["params"].get(key, ""))
+            vals.append(f"{v:.3g}" if isinstance(v, float) and abs(v) >= 1e4 else f"{v:.2f}" if isinstance(v, float) else str(v))
+        lines.append(f"| {r['id']} | " + " | ".join(vals) + " |")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,213 @@
+"""The ``radistill`` command: ``train``, ``render``, ``eval`` and ``demo``.
+
+Only the standard library and tyro are imported at start-up, so ``radistill --help`` is fast;
+each command imports what it needs when it runs. User errors print ``error: ...`` and exit
+with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional, Union
+
+import tyro
+
+KIND_HELP = "mlp, hashgrid, tensorf-vm or tensorf-cp"
+
+
+def _parse_overrides(items: tuple[str, ...]) -> dict:
+    from radistill.errors import ConfigError
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Train:
+    """Train a field from posed photos (a NeRF Blender, LLFF or nerfstudio folder, or 'builtin')."""
+
+    data: str = "builtin"
+    """Scene folder, or 'builtin' for the procedural scene."""
+    kind: str = "hashgrid"
+    """Representation to train: mlp, hashgrid, tensorf-vm or tensorf-cp."""
+    output: Path = Path("outputs/train")
+    """Folder for checkpoint.safetensors (resumable) and <kind>.safetensors (the field)."""
+    steps: int = 3000
+    """Training steps."""
+    max_seconds: Optional[float] = None
+    """Stop after this many seconds of training."""
+    batch_rays: int = 4096
+    """Rays per step."""
+    downscale: float = 1.0
+    """Divide image width and height by this (8 turns lego's 800x800 into 100x100)."""
+    resume: bool = False
+    """Continue the run in --output from its last checkpoint."""
+    checkpoint_every: int = 250
+    """Steps between resumable checkpoints."""
+    seed: int = 0
+    set: tuple[str, ...] = ()
+    """Field options as key=value, e.g. --set log2_table=17 samples_per_ray=192."""
+
+    def run(self) -> None:
+        import torch
+
+        from radistill.datasets import load_scene
+        from radistill.distill.engine import TrainConfig, train
+        from radistill.distill.teachers import ImageTeacher
+        from radistill.evaluate import evaluate_split
+        from radistill.fields import create_field
+        from radistill.io.checkpoint import save_field
+
+        scene = load_scene(self.data, downscale=self.downscale)
+        torch.manual_seed(self.seed)
+        field = create_field(self.kind, scene.aabb, **_parse_overrides(self.set))
+        meta = {"cameras": scene.cameras[scene.train_indices].to_dict(), "background": scene.background.tolist(),
+                "scene": str(self.data)}
+        cfg = TrainConfig(steps=self.steps, max_seconds=self.max_seconds, batch_rays=self.batch_rays, seed=self.seed,
+                          checkpoint_every=self.checkpoint_every)
+        result = train(field, ImageTeacher.from_scene(scene), cfg, self.output, resume=self.resume, metadata=meta)
+        path = save_field(self.output / f"{self.kind}.safetensors", field, extra_metadata=meta)
+        ev = evaluate_split(field, scene, "test") if scene.test_indices else None
+        print(f"trained {self.kind} for {result.steps} steps ({result.seconds:.0f} s, "
+              f"{result.samples_per_s:,.0f} samples/s); saved {path}")
+        if ev:
+            print(f"held-out ({scene.holdout}): PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.4f}")
+
+
+@dataclass
+class Render:
+    """Render a checkpoint: the cameras of a scene split, or a turntable GIF."""
+
+    checkpoint: Path
+    """A .safetensors field."""
+    output: Path = Path("outputs/render")
+    """Folder for PNG images, or the .gif path for a turntable."""
+    data: Optional[str] = None
+    """Render the cameras of this scene's --split (else a turntable)."""
+    split: str = "test"
+    downscale: float = 1.0
+    frames: int = 36
+    """Turntable frames."""
+    elevation: float = 30.0
+    """Turntable elevation in degrees."""
+    resolution: Optional[int] = None
+    """Turntable image width (default: the training cameras')."""
+
+    def run(self) -> None:
+        from radistill.errors import ConfigError
+        from radistill.evaluate import render_image, save_png
+        from radistill.io.checkpoint import checkpoint_cameras, load_field
+        from radistill.turntable import turntable_cameras, write_gif
+
+        field = load_field(self.checkpoint)
+        if self.data is not None:
+            from radistill.datasets import load_scene
+
+            scene = load_scene(self.data, downscale=self.downscale)
+            _, cams = scene.split(self.split)
+            for k in range(len(cams)):
+                save_png(self.output / f"{self.split}_{k:03d}.png", render_image(field, cams, k, scene.background)["rgb"])
+            print(f"wrote {len(cams)} images to {self.output}/")
+            return
+        train_cams = checkpoint_cameras(self.checkpoint)
+        if train_cams is None:
+            raise ConfigError(f"{self.checkpoint}: has no training cameras; pass --data to render a scene's cameras")
+        cams = turntable_cameras(train_cams, field.aabb, self.frames, self.elevation, self.resolution)
+        frames = [render_image(field, cams, k, _background(self.checkpoint))["rgb"] for k in range(len(cams))]
+        out = self.output if self.output.suffix == ".gif" else self.output / "turntable.gif"
+        write_gif(out, frames)
+        print(f"wrote {out}")
+
+
+def _background(path: Path):
+    import torch
+
+    from radistill.io.checkpoint import read_checkpoint
+
+    _, meta = read_checkpoint(path)
+    return torch.tensor(json.loads(meta["background"])) if "background" in meta else None
+
+
+@dataclass
+class Eval:
+    """PSNR and SSIM of a checkpoint on a scene split, per image and mean (JSON)."""
+
+    checkpoint: Path
+    data: str
+    """Scene folder or 'builtin'."""
+    split: str = "test"
+    downscale: float = 1.0
+    output: Optional[Path] = None
+    """Write the JSON here as well as printing it."""
+
+    def run(self) -> None:
+        from radistill.datasets import load_scene
+        from radistill.evaluate import evaluate_split
+        from radistill.io.checkpoint import load_field
+
+        field = load_field(self.checkpoint)
+        scene = load_scene(self.data, downscale=self.downscale)
+        result = {"checkpoint": str(self.checkpoint), "data": self.data, "split": self.split,
+                  **evaluate_split(field, scene, self.split)}
+        text = json.dumps(result, indent=2)
+        if self.output is not None:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            self.output.write_text(text + "\n")
+        print(text)
+
+
+@dataclass
+class Demo:
+    """The main job on the built-in scene: train a hashgrid, evaluate, render a turntable."""
+
+    output: Path = Path("outputs/demo")
+    """Everything goes here."""
+    seconds: float = 120.0
+    """Training budget of the hashgrid teacher."""
+    resolution: int = 64
+    """Image size of the built-in scene."""
+
+    def run(self) -> None:
+        from radistill.demo import run_demo
+
+        run_demo(self.output, self.seconds, self.resolution)
+
+
+Command = Union[
+    Annotated[Train, tyro.conf.subcommand("train")],
+    Annotated[Render, tyro.conf.subcommand("render")],
+    Annotated[Eval, tyro.conf.subcommand("eval")],
+    Annotated[Demo, tyro.conf.subcommand("demo")],
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``radistill`` command."""
+    command = tyro.cli(Command, args=argv, prog="radistill",
+                       description="Convert, distill and relight radiance fields.")
+    from radistill.errors import RadistillError
+
+    try:
+        command.run()
+    except RadistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The training loop shared by every teacher and student.
+
+With an ``ImageTeacher`` only the ray-level colour loss is available, which is training from
+photos. The loop owns what every run needs: the per-kind optimiser groups with an
+exponential learning-rate decay, occupancy-grid refreshes, a progress bar, atomic
+checkpoints with the optimiser and random-generator state, and exact resumption.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from radistill.distill.teachers import ImageTeacher
+from radistill.errors import CheckpointError
+from radistill.fields.base import Representation
+from radistill.io.checkpoint import field_from_checkpoint, read_checkpoint, save_field
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Options of a training run."""
+
+    steps: int = 3000
+    """Training steps; the run also ends when ``max_seconds`` have passed."""
+    max_seconds: float | None = None
+    """Wall-clock budget in seconds (None: no limit)."""
+    batch_rays: int = 4096
+    """Rays per step (the most, when ``target_samples`` is set)."""
+    target_samples: int | None = 1 << 17
+    """Adapt the rays per step so that each step queries about this many samples
+    (Instant-NGP's rule; keeps early steps, when little space is known empty, affordable)."""
+    min_batch_rays: int = 256
+    lr_final_factor: float = 0.1
+    """Learning rates decay exponentially to this fraction at the end of the run."""
+    occupancy_every: int = 16
+    """Refresh the occupancy grid every this many steps."""
+    checkpoint_every: int = 250
+    """Write the resumable checkpoint every this many steps (0: only at the end)."""
+    seed: int = 0
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    samples: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / max(self.seconds, 1e-9)
+
+
+def make_optimizer(student: Representation) -> torch.optim.Optimizer:
+    groups = student.param_groups()
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+
+
+def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], str]:
+    """The optimiser state as flat tensors plus JSON hyper-parameters (no pickling)."""
+    sd = opt.state_dict()
+    tensors = {f"optim.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, json.dumps(sd["param_groups"])
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups_json: str) -> None:
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": json.loads(groups_json)})
+
+
+def set_learning_rates(opt: torch.optim.Optimizer, factor: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] * factor
+
+
+def save_training_checkpoint(path: Path, student: Representation, opt: torch.optim.Optimizer, step: int,
+                             elapsed: float, samples: int, generator: torch.Generator, config: TrainConfig,
+                             metadata: dict[str, Any]) -> None:
+    tensors, groups = optimizer_state(opt)
+    tensors["train.generator"] = generator.get_state()
+    meta = dict(metadata)
+    meta.update({"train_step": step, "train_elapsed": elapsed, "train_samples": samples,
+                 "train_config": asdict(config), "optim_groups": groups})
+    save_field(path, student, tensors, meta)
+
+
+def train(student: Representation, teacher: ImageTeacher, config: TrainConfig, out_dir: str | Path | None = None,
+          resume: bool = False, metadata: dict[str, Any] | None = None) -> TrainResult:
+    """Fit ``student`` to ``teacher``; returns the steps, time and samples used.
+
+    Args:
+        student: the field to train (modified in place).
+        teacher: where supervision comes from.
+        config: steps, budget, batch size, schedule.
+        out_dir: where ``checkpoint.safetensors`` goes (None: no checkpoints).
+        resume: continue from ``out_dir/checkpoint.safetensors`` if it exists.
+        metadata: extra checkpoint metadata (for instance the training cameras).
+    """
+    from tqdm.auto import tqdm
+
+    metadata = dict(metadata or {})
+    generator = torch.Generator().manual_seed(config.seed)
+    opt = make_optimizer(student)
+    step, elapsed, samples = 0, 0.0, 0
+    batch_rays = config.batch_rays if config.target_samples is None else min(config.batch_rays, 1024)
+    ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    if resume and ckpt is not None and ckpt.exists():
+        step, elapsed, samples, batch_rays, opt = _restore(ckpt, student, generator)
+    history: list[dict[str, float]] = []
+    background = teacher.background
+    has_occupancy = hasattr(student, "update_occupancy")
+    by_time = config.max_seconds is not None
+    bar = tqdm(total=round(config.max_seconds) if by_time else config.steps, initial=round(elapsed) if by_time else step,
+               disable=not config.progress, desc=f"train {student.kind}", unit="s" if by_time else "step",
+               dynamic_ncols=True)
+    start = time.perf_counter() - elapsed
+    try:
+        while step < config.steps:
+            elapsed = time.perf_counter() - start
+            if config.max_seconds is not None and elapsed >= config.max_seconds:
+                break
+            if student.on_train_step(step, generator):
+                opt = make_optimizer(student)
+            progress = step / config.steps
+            if config.max_seconds:
+                progress = max(progress, elapsed / config.max_seconds)
+            set_learning_rates(opt, config.lr_final_factor ** min(progress, 1.0))
+            if has_occupancy and step % config.occupancy_every == 0:
+                student.update_occupancy(generator)
+            batch = teacher.sample(batch_rays, generator)
+            out = student.render(batch.rays, background, perturb=True, generator=generator)
+            loss = torch.mean((out.rgb - batch.rgb) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            samples += out.n_samples
+            if config.target_samples is not None:
+                ratio = config.target_samples / max(out.n_samples, 1)
+                batch_rays = int(min(max(batch_rays * min(ratio, 2.0), config.min_batch_rays), config.batch_rays))
+            mse = float(loss.detach())
+            if step % 25 == 0 or step == config.steps:
+                history.append({"step": step, "loss": mse, "psnr": -10 * math.log10(max(mse, 1e-10)),
+                                "seconds": time.perf_counter() - start})
+            if by_time:
+                bar.update(min(round(time.perf_counter() - start), bar.total) - bar.n)
+            else:
+                bar.update(1)
+            bar.set_postfix(step=step, psnr=f"{-10 * math.log10(max(mse, 1e-10)):.2f}", rays=batch_rays,
+                            samples=out.n_samples, refresh=False)
+            if ckpt is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
+                save_training_checkpoint(ckpt, student, opt, step, time.perf_counter() - start, samples, generator,
+                                         config, {**metadata, "train_batch_rays": batch_rays})
+    except KeyboardInterrupt:
+        if ckpt is not None:
+            save_training_checkpoint(ckpt, student, opt, step, time.perf_counter() - start, samples, generator,
+                                     config, {**metadata, "train_batch_rays": batch_rays})
+            bar.write(f"interrupted at step {step}; resume with --resume from {ckpt}")
+        raise
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - start
+    if ckpt is not None:
+        save_training_checkpoint(ckpt, student, opt, step, elapsed, samples, generator, config,
+                                 {**metadata, "train_batch_rays": batch_rays})
+    return TrainResult(step, elapsed, samples, history)
+
+
+def _restore(ckpt: Path, student: Representation, generator: torch.Generator):
+    tensors, meta = read_checkpoint(ckpt)
+    if meta.get("kind") != student.kind:
+        raise CheckpointError(f"{ckpt}: holds a {meta.get('kind')!r} field, cannot resume a {student.kind!r} run")
+    saved = field_from_checkpoint(tensors, meta, ckpt)
+    student.prepare_state(saved.state_dict())
+    student.load_state_dict(saved.state_dict())
+    opt = make_optimizer(student)
+    try:
+        load_optimizer_state(opt, tensors, meta["optim_groups"])
+        generator.set_state(tensors["train.generator"])
+        step, elapsed, samples = int(meta["train_step"]), float(meta["train_elapsed"]), int(meta["train_samples"])
+        batch_rays = int(meta["train_batch_rays"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt}: not a resumable training checkpoint ({exc})") from None
+    return step, elapsed, samples, batch_rays, opt

@@ -1,0 +1,124 @@
+"""The representation contract and the registry of kinds.
+
+Every representation answers two questions, and that is all a distillation needs:
+
+* ``query(x, d)``: the volume view of the scene at points ``x`` seen from directions ``d``
+  (density, colour, and for neural fields the 16-d junction);
+* ``render(rays)``: the kind's own best renderer.
+
+The registry maps each ``kind`` name to its class without importing it, so that listing kinds
+and parsing CLI options stays cheap and no module registers itself by import side effect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from radistill.errors import ConfigError
+
+JUNCTION_DIM = 16
+
+# kind -> "module:Class"; adding a representation means adding one line here.
+KINDS: dict[str, str] = {
+    "mlp": "radistill.fields.mlp:MLPField",
+    "hashgrid": "radistill.fields.hashgrid:HashGridField",
+    "tensorf-vm": "radistill.fields.tensorf:TensoRFVMField",
+    "tensorf-cp": "radistill.fields.tensorf:TensoRFCPField",
+}
+
+
+@dataclass
+class FieldOutputs:
+    """Point-level answer of a representation."""
+
+    sigma: Tensor  # [N] volume density
+    rgb: Tensor  # [N, 3] colour in [0, 1]
+    junction: Tensor | None = None  # [N, 16] raw log-density + 15 features (neural kinds)
+
+
+@dataclass
+class RenderOutputs:
+    """Ray-level answer of a representation."""
+
+    rgb: Tensor  # [R, 3] composited on the background
+    depth: Tensor  # [R] expected distance along the ray (in ray parameter units)
+    opacity: Tensor  # [R] accumulated alpha
+    weights: Tensor | None = None  # [M] per-sample weights of the packed samples
+    ray_ids: Tensor | None = None  # [M] ray index of each packed sample
+    positions: Tensor | None = None  # [M, 3] packed sample positions
+    n_samples: int = 0  # number of samples the field was queried at
+
+
+class Representation(nn.Module):
+    """Base class of every kind. Subclasses set ``kind`` and ``Config``."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any, aabb: Tensor) -> None:
+        super().__init__()
+        aabb = torch.as_tensor(aabb, dtype=torch.float32)
+        if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
+            raise ConfigError(f"{self.kind}: aabb must be [2, 3] with max > min, got {aabb.tolist()}")
+        self.config = config
+        self.register_buffer("aabb", aabb.clone())
+
+    def query(self, x: Tensor, d: Tensor) -> FieldOutputs:
+        """Density and colour at points ``x`` [N, 3] seen along unit directions ``d`` [N, 3]."""
+        raise NotImplementedError
+
+    def density(self, x: Tensor) -> Tensor:
+        """Density alone at points ``x`` [N, 3] (no colour work).  # [N]"""
+        raise NotImplementedError
+
+    def render(self, rays: Any, background: Tensor | None = None, **options: Any) -> RenderOutputs:
+        """Render a batch of rays with the kind's own renderer."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_teacher(cls, teacher: "Representation", config: Any = None) -> "Representation":
+        """A geometry-aware start from any teacher, through the contract only."""
+        raise ConfigError(f"{cls.kind}: initialisation from a teacher is not available yet")
+
+    # ---- training hooks (defaults suit most kinds)
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups with their learning rates."""
+        return [{"params": list(self.parameters()), "lr": 1e-3}]
+
+    def on_train_step(self, step: int, generator: torch.Generator | None = None) -> bool:
+        """Called before each training step; return True when parameters were replaced."""
+        return False
+
+    def prepare_state(self, state: dict[str, Tensor]) -> None:
+        """Adapt parameter shapes to a saved state before loading it (e.g. an upsampled grid)."""
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+
+def kind_class(kind: str) -> type[Representation]:
+    """The class registered for ``kind``, imported on first use."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    module, name = KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def config_from_dict(cls: type, values: dict[str, Any], source: str = "config") -> Any:
+    """Build a config dataclass from JSON values, with a clear error for unknown keys."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown {cls.__name__} fields {unknown}; expected some of {sorted(known)}")
+    defaults = cls()
+    converted = {}
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        converted[key] = tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
+    return cls(**converted)

@@ -1,0 +1,1 @@
+"""Files: radistill's own checkpoints and (later) interchange formats."""

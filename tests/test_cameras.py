@@ -1,0 +1,100 @@
+import math
+
+import pytest
+import torch
+
+from radistill.cameras import NDC, Cameras, LikeCamerasSampler, SphereSampler, look_at, ndc_rays, orbit_poses
+
+
+def make_cams(c2w: torch.Tensor, w: int = 40, h: int = 30, f: float = 35.0) -> Cameras:
+    return Cameras(c2w, torch.tensor(f), torch.tensor(f * 1.1), torch.tensor(w / 2 + 1.5), torch.tensor(h / 2 - 2.0), w, h)
+
+
+def test_rays_project_back_to_their_pixels():
+    c2w = look_at(torch.tensor([[2.0, -3.0, 1.5]]), torch.zeros(3))
+    cams = make_cams(c2w)
+    px, py = torch.tensor([0.5, 17.25, 39.5]), torch.tensor([0.5, 12.0, 29.5])
+    rays = cams.rays_for_pixels(torch.zeros(3, dtype=torch.long), px, py)
+    assert torch.allclose(rays.directions.norm(dim=-1), torch.ones(3))
+    points = rays.origins + 2.7 * rays.directions
+    w2c = torch.linalg.inv(c2w[0])
+    cam_pts = (w2c[:3, :3] @ points.T).T + w2c[:3, 3]
+    assert (cam_pts[:, 2] < 0).all(), "OpenGL cameras look down -z"
+    u = cams.fx[0] * cam_pts[:, 0] / -cam_pts[:, 2] + cams.cx[0]
+    v = -cams.fy[0] * cam_pts[:, 1] / -cam_pts[:, 2] + cams.cy[0]
+    assert torch.allclose(u, px, atol=1e-4) and torch.allclose(v, py, atol=1e-4)
+
+
+def test_look_at_centre_ray_hits_target_and_is_rigid():
+    eye = torch.tensor([[3.0, 1.0, 2.0], [0.0, 0.0, 5.0]])  # the second looks straight down +z's opposite
+    c2w = look_at(eye, torch.tensor([0.5, -0.2, 0.1]))
+    for m in c2w:
+        r = m[:3, :3]
+        assert torch.allclose(r.T @ r, torch.eye(3), atol=1e-5)
+        assert torch.linalg.det(r) == pytest.approx(1.0, abs=1e-5)
+    forward = -c2w[:, :3, 2]
+    to_target = torch.tensor([0.5, -0.2, 0.1]) - eye
+    assert torch.allclose(forward, to_target / to_target.norm(dim=-1, keepdim=True), atol=1e-5)
+
+
+def test_ndc_rays_follow_the_ndc_map_of_their_points():
+    ndc = NDC(focal=50.0, width=64, height=48, near=1.0)
+    o = torch.tensor([[0.1, -0.2, 0.3]])
+    d = torch.nn.functional.normalize(torch.tensor([[0.05, 0.1, -1.0]]), dim=-1)
+    o_ndc, d_ndc = ndc_rays(o, d, ndc)
+
+    def to_ndc(p):
+        return torch.stack([-2 * ndc.focal / ndc.width * p[:, 0] / p[:, 2], -2 * ndc.focal / ndc.height * p[:, 1] / p[:, 2],
+                            1 + 2 * ndc.near / p[:, 2]], -1)
+
+    for s in (1.5, 4.0, 20.0):
+        p_ndc = to_ndc(o + s * d)
+        # the NDC point must lie on the NDC ray: p = o_ndc + t d_ndc for some t in [0, 1]
+        t = (p_ndc[0, 2] - o_ndc[0, 2]) / d_ndc[0, 2]
+        assert 0 <= float(t) <= 1
+        assert torch.allclose(o_ndc + t * d_ndc, p_ndc, atol=1e-5)
+
+
+def test_sphere_sampler_respects_radius_and_hemisphere():
+    poses = SphereSampler(radius=3.0, hemisphere=True).sample(200, torch.Generator().manual_seed(1))
+    centers = poses[:, :3, 3]
+    assert torch.allclose(centers.norm(dim=-1), torch.full((200,), 3.0), atol=1e-4)
+    assert (centers[:, 2] >= 0).all()
+    forward = -poses[:, :3, 2]
+    assert torch.allclose(forward, -centers / 3.0, atol=1e-4)
+
+
+def test_like_cameras_sampler_draws_from_the_camera_distribution():
+    cams = make_cams(orbit_poses(30, radius=4.0, elevation_deg=20.0))
+    poses = LikeCamerasSampler(cams, jitter_radius=0.02, jitter_angle_deg=3.0).sample(500, torch.Generator().manual_seed(0))
+    r = poses[:, :3, 3].norm(dim=-1)
+    elev = torch.rad2deg(torch.asin(poses[:, 2, 3] / r))
+    assert abs(float(r.mean()) - 4.0) < 0.05 and float(r.std()) < 0.2
+    assert abs(float(elev.mean()) - 20.0) < 1.0 and float(elev.std()) < 6.0
+
+
+def test_cameras_dict_round_trip_and_scaling():
+    cams = make_cams(orbit_poses(3, 2.0))
+    back = Cameras.from_dict(cams.to_dict())
+    assert torch.allclose(back.c2w, cams.c2w) and back.width == cams.width and torch.allclose(back.fy, cams.fy)
+    half = cams.scaled(0.5)
+    assert (half.width, half.height) == (20, 15)
+    assert torch.allclose(half.fx, cams.fx / 2)
+    # the same scene point lands on the same relative image position
+    r_full = cams.rays_for_pixels(torch.tensor([1]), torch.tensor([10.0]), torch.tensor([6.0]))
+    r_half = half.rays_for_pixels(torch.tensor([1]), torch.tensor([5.0]), torch.tensor([3.0]))
+    assert torch.allclose(r_full.directions, r_half.directions, atol=1e-5)
+
+
+def test_bad_c2w_shape_is_a_clear_error():
+    from radistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="c2w"):
+        make_cams(torch.zeros(2, 2, 4))
+
+
+def test_orbit_poses_are_evenly_spaced():
+    poses = orbit_poses(8, 3.0, elevation_deg=0.0)
+    az = torch.atan2(poses[:, 1, 3], poses[:, 0, 3])
+    diffs = torch.remainder(az.diff(), 2 * math.pi)
+    assert torch.allclose(diffs, torch.full_like(diffs, 2 * math.pi / 8), atol=1e-5)
