@@ -66,12 +66,14 @@ class Train:
         from radistill.distill.engine import TrainConfig, train
         from radistill.distill.teachers import ImageTeacher
         from radistill.evaluate import evaluate_split
-        from radistill.fields import create_field
+        from radistill.fields import create_field, kind_class
         from radistill.io.checkpoint import save_field
 
+        overrides = _parse_overrides(self.set)
+        kind_class(self.kind)  # an unknown kind fails before the scene is loaded
         scene = load_scene(self.data, downscale=self.downscale)
         torch.manual_seed(self.seed)
-        field = create_field(self.kind, scene.aabb, **_parse_overrides(self.set))
+        field = create_field(self.kind, scene.aabb, **overrides)
         meta = {"cameras": scene.cameras[scene.train_indices].to_dict(), "background": scene.background.tolist(),
                 "scene": str(self.data)}
         cfg = TrainConfig(steps=self.steps, max_seconds=self.max_seconds, batch_rays=self.batch_rays, seed=self.seed,
@@ -89,7 +91,7 @@ class Train:
 class Render:
     """Render a checkpoint: the cameras of a scene split, or a turntable GIF."""
 
-    checkpoint: Path
+    checkpoint: Annotated[Path, tyro.conf.Positional]
     """A .safetensors field."""
     output: Path = Path("outputs/render")
     """Folder for PNG images, or the .gif path for a turntable."""
@@ -143,7 +145,8 @@ def _background(path: Path):
 class Eval:
     """PSNR and SSIM of a checkpoint on a scene split, per image and mean (JSON)."""
 
-    checkpoint: Path
+    checkpoint: Annotated[Path, tyro.conf.Positional]
+    """A .safetensors field."""
     data: str
     """Scene folder or 'builtin'."""
     split: str = "test"

@@ -157,7 +157,7 @@ def train(student: Representation, teacher: ImageTeacher, config: TrainConfig, o
                 ratio = config.target_samples / max(out.n_samples, 1)
                 batch_rays = int(min(max(batch_rays * min(ratio, 2.0), config.min_batch_rays), config.batch_rays))
             mse = float(loss.detach())
-            if step % 25 == 0 or step == config.steps:
+            if step == 1 or step % 25 == 0 or step == config.steps:
                 history.append({"step": step, "loss": mse, "psnr": -10 * math.log10(max(mse, 1e-10)),
                                 "seconds": time.perf_counter() - start})
             if by_time:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from radistill.fields.base import JUNCTION_DIM
+from radistill.fields.gather import weighted_rows
 from radistill.fields.neural import NeuralConfig, NeuralField, mlp
 
 PRIMES = (1, 2654435761, 805459861)
@@ -86,26 +86,6 @@ def trilinear_weights(frac: Tensor) -> Tensor:
     return (wxy[..., :, None] * wz[..., None, :]).flatten(-2)
 
 
-class _HashGather(torch.autograd.Function):
-    """Weighted sum of 8 table rows per (level, point); backward scatters with ``bincount``,
-    which on CPU is several times faster than ``index_add`` for this access pattern."""
-
-    @staticmethod
-    def forward(ctx, table: Tensor, rows: Tensor, weights: Tensor) -> Tensor:  # -> [L * N, F]
-        ctx.save_for_backward(rows, weights)
-        ctx.table_shape = table.shape
-        return F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        rows, weights = ctx.saved_tensors
-        total, features = ctx.table_shape
-        flat_rows = rows.reshape(-1)
-        cols = [torch.bincount(flat_rows, weights=(weights * grad[:, f:f + 1]).reshape(-1), minlength=total)
-                for f in range(features)]
-        return torch.stack(cols, -1).to(grad.dtype), None, None
-
-
 def hash_encode(u: Tensor, table: Tensor, layout: dict[str, Tensor]) -> Tensor:
     """Multiresolution hash encoding of points ``u`` in [0, 1]^3 (the PyTorch reference).
 
@@ -124,7 +104,7 @@ def hash_encode(u: Tensor, table: Tensor, layout: dict[str, Tensor]) -> Tensor:
     pos_grid = torch.floor(pos)
     rows = hash_corner_indices(pos_grid.to(torch.int32), layout)  # [L, N, 8]
     weights = trilinear_weights(pos - pos_grid).to(table.dtype)  # [L, N, 8]
-    feats = _HashGather.apply(table, rows.reshape(levels * n, 8), weights.reshape(levels * n, 8))
+    feats = weighted_rows(table, rows.reshape(levels * n, 8), weights.reshape(levels * n, 8))
     return feats.reshape(levels, n, -1).transpose(0, 1).reshape(n, -1)
 
 

@@ -18,28 +18,55 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from radistill.fields.base import JUNCTION_DIM
+from radistill.fields.gather import linear_corners, weighted_rows
 from radistill.fields.neural import NeuralConfig, NeuralField
 
 # (plane axes, line axis) of each VM mode
 VM_MODES = (((0, 1), 2), ((0, 2), 1), ((1, 2), 0))
 
 
-def sample_planes(planes: Tensor, coords: Tensor) -> Tensor:
-    """Bilinear lookup in stacked planes.
+def line_lookup(lines: Tensor, coords: Tensor) -> Tensor:
+    """Linear interpolation in three stacked lines.
 
     Args:
-        planes: one plane per mode.  # [3, C, R, R]
-        coords: per mode, the two plane coordinates in [-1, 1].  # [3, N, 2]
+        lines: one line per axis, channels last.  # [3, R, C]
+        coords: per axis, coordinates in [0, 1].  # [3, N]
     Returns:
-        features.  # [3, C, N]
+        features.  # [3, N, C]
     """
-    return F.grid_sample(planes, coords[:, :, None, :], mode="bilinear", align_corners=True)[..., 0]
+    r, n = lines.shape[1], coords.shape[1]
+    low, frac = linear_corners(coords, r)  # [3, N]
+    base = low + torch.arange(3, device=coords.device)[:, None] * r
+    rows = torch.stack([base, base + 1], -1).reshape(3 * n, 2)
+    weights = torch.stack([1.0 - frac, frac], -1).reshape(3 * n, 2)
+    return weighted_rows(lines.reshape(3 * r, -1), rows, weights).reshape(3, n, -1)
 
 
-def sample_lines(lines: Tensor, coords: Tensor) -> Tensor:
-    """Linear lookup in stacked lines ``[3, C, R, 1]`` at ``coords`` [3, N] in [-1, 1].  # [3, C, N]"""
-    grid = torch.stack([torch.zeros_like(coords), coords], -1)[:, :, None, :]
-    return F.grid_sample(lines, grid, mode="bilinear", align_corners=True)[..., 0]
+def plane_lookup(planes: Tensor, coords: Tensor) -> Tensor:
+    """Bilinear interpolation in three stacked planes.
+
+    Args:
+        planes: one plane per mode, channels last.  # [3, R, R, C]
+        coords: per mode, the two plane coordinates in [0, 1].  # [3, N, 2]
+    Returns:
+        features.  # [3, N, C]
+    """
+    r, n = planes.shape[1], coords.shape[1]
+    low, frac = linear_corners(coords, r)  # [3, N, 2]
+    base = low[..., 0] * r + low[..., 1] + torch.arange(3, device=coords.device)[:, None] * r * r
+    rows = torch.stack([base, base + 1, base + r, base + r + 1], -1).reshape(3 * n, 4)
+    fa, fb = frac[..., 0], frac[..., 1]
+    weights = torch.stack([(1 - fa) * (1 - fb), (1 - fa) * fb, fa * (1 - fb), fa * fb], -1).reshape(3 * n, 4)
+    return weighted_rows(planes.reshape(3 * r * r, -1), rows, weights).reshape(3, n, -1)
+
+
+def resize_channels_last(p: Tensor, resolution: int) -> Tensor:
+    """Resample lines [3, R, C] or planes [3, R, R, C] to ``resolution`` (corners aligned)."""
+    if p.ndim == 3:
+        x = p.permute(0, 2, 1)[..., None]  # [3, C, R, 1]
+        return F.interpolate(x, size=(resolution, 1), mode="bilinear", align_corners=True)[..., 0].permute(0, 2, 1).contiguous()
+    x = p.permute(0, 3, 1, 2)
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=True).permute(0, 2, 3, 1).contiguous()
 
 
 @dataclass
@@ -84,90 +111,71 @@ def resolution_at(cfg: TensoRFConfig, step: int) -> int:
 class TensorEncoder(nn.Module):
     """Shared machinery: density and appearance factors and the basis to 15 features."""
 
-    def __init__(self, cfg: TensoRFConfig) -> None:
+    def __init__(self, cfg: TensoRFConfig, app_channels: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.basis = nn.Linear(self.app_channels(), JUNCTION_DIM - 1, bias=False)
-
-    def app_channels(self) -> int:
-        raise NotImplementedError
+        self.basis = nn.Linear(app_channels, JUNCTION_DIM - 1, bias=False)
 
     @property
     def resolution(self) -> int:
-        raise NotImplementedError
+        return self.density_lines.shape[1]
+
+    factor_names: tuple[str, ...] = ()
 
     def factors(self) -> list[nn.Parameter]:
-        raise NotImplementedError
+        return [getattr(self, name) for name in self.factor_names]
 
     @torch.no_grad()
     def resize(self, resolution: int) -> None:
-        """Resample every factor to ``resolution`` (bilinear / linear, corners aligned)."""
-        for p in self.factors():
-            size = (resolution, resolution) if p.shape[-1] != 1 else (resolution, 1)
-            p.data = F.interpolate(p.data, size=size, mode="bilinear", align_corners=True)
+        """Resample every factor to ``resolution`` (bilinear / linear, corners aligned).
+
+        The factors become new parameters, so optimisers must be rebuilt afterwards."""
+        for name in self.factor_names:
+            setattr(self, name, nn.Parameter(resize_channels_last(getattr(self, name).detach(), resolution)))
 
     def forward(self, u: Tensor) -> Tensor:  # [N, 3] in [0, 1] -> [N, 16]
-        raw, app = self.decompose(u * 2.0 - 1.0)
+        raw, app = self.decompose(u)
         return torch.cat([raw[:, None], self.basis(app)], -1)
 
-    def decompose(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def decompose(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw log-density [N] and appearance features [N, C] at normalised points."""
         raise NotImplementedError
 
 
 class VMEncoder(TensorEncoder):
     def __init__(self, cfg: TensoRFVMConfig) -> None:
-        self.n_density, self.n_app = cfg.density_components, cfg.app_components
-        super().__init__(cfg)
+        super().__init__(cfg, 3 * cfg.app_components)
         r, std = cfg.resolution, cfg.init_std
-        self.density_planes = nn.Parameter(std * torch.randn(3, self.n_density, r, r))
-        self.density_lines = nn.Parameter(std * torch.randn(3, self.n_density, r, 1))
-        self.app_planes = nn.Parameter(std * torch.randn(3, self.n_app, r, r))
-        self.app_lines = nn.Parameter(std * torch.randn(3, self.n_app, r, 1))
+        self.density_planes = nn.Parameter(std * torch.randn(3, r, r, cfg.density_components))
+        self.density_lines = nn.Parameter(std * torch.randn(3, r, cfg.density_components))
+        self.app_planes = nn.Parameter(std * torch.randn(3, r, r, cfg.app_components))
+        self.app_lines = nn.Parameter(std * torch.randn(3, r, cfg.app_components))
 
-    def app_channels(self) -> int:
-        return 3 * self.n_app
+    factor_names = ("density_planes", "density_lines", "app_planes", "app_lines")
 
-    @property
-    def resolution(self) -> int:
-        return self.density_planes.shape[-1]
-
-    def factors(self) -> list[nn.Parameter]:
-        return [self.density_planes, self.density_lines, self.app_planes, self.app_lines]
-
-    def decompose(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        # grid_sample's (x, y) address (width, height) = (last, second-to-last) dims
-        plane_xy = torch.stack([x[:, [b, a]] for (a, b), _ in VM_MODES])  # [3, N, 2]
-        line_c = torch.stack([x[:, c] for _, c in VM_MODES])  # [3, N]
-        density = (sample_planes(self.density_planes, plane_xy) * sample_lines(self.density_lines, line_c)).sum((0, 1))
-        app = sample_planes(self.app_planes, plane_xy) * sample_lines(self.app_lines, line_c)  # [3, C, N]
-        return density, app.reshape(-1, x.shape[0]).t()
+    def decompose(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        plane_uv = torch.stack([u[:, list(ab)] for ab, _ in VM_MODES])  # [3, N, 2]
+        line_w = torch.stack([u[:, c] for _, c in VM_MODES])  # [3, N]
+        density = (plane_lookup(self.density_planes, plane_uv) * line_lookup(self.density_lines, line_w)).sum((0, 2))
+        app = plane_lookup(self.app_planes, plane_uv) * line_lookup(self.app_lines, line_w)  # [3, N, C]
+        return density, app.permute(1, 0, 2).reshape(u.shape[0], -1)
 
 
 class CPEncoder(TensorEncoder):
     def __init__(self, cfg: TensoRFCPConfig) -> None:
-        self.n_density, self.n_app = cfg.density_components, cfg.app_components
-        super().__init__(cfg)
-        r, std = cfg.resolution, cfg.init_std
-        # three lines per component; a CP product of three 0.1-scale factors starts tiny, so
-        # the lines start near 1/cuberoot(R) magnitude to let the sum begin at a useful scale
-        self.density_lines = nn.Parameter(0.2 * torch.randn(3, self.n_density, r, 1))
-        self.app_lines = nn.Parameter(0.2 * torch.randn(3, self.n_app, r, 1))
+        super().__init__(cfg, cfg.app_components)
+        r = cfg.resolution
+        # a product of three factors: start them larger than VM's so the sum is not vanishing
+        self.density_lines = nn.Parameter(0.2 * torch.randn(3, r, cfg.density_components))
+        self.app_lines = nn.Parameter(0.2 * torch.randn(3, r, cfg.app_components))
 
-    def app_channels(self) -> int:
-        return self.n_app
+    factor_names = ("density_lines", "app_lines")
 
-    @property
-    def resolution(self) -> int:
-        return self.density_lines.shape[-2]
-
-    def factors(self) -> list[nn.Parameter]:
-        return [self.density_lines, self.app_lines]
-
-    def decompose(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        coords = x.t()  # [3, N]
-        density = sample_lines(self.density_lines, coords).prod(0).sum(0)
-        app = sample_lines(self.app_lines, coords).prod(0)  # [C, N]
-        return density, app.t()
+    def decompose(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        coords = u.t()  # [3, N]
+        density = line_lookup(self.density_lines, coords).prod(0).sum(-1)
+        app = line_lookup(self.app_lines, coords).prod(0)  # [N, C]
+        return density, app
 
 
 class _TensoRFField(NeuralField):
@@ -188,11 +196,9 @@ class _TensoRFField(NeuralField):
         return False
 
     def prepare_state(self, state: dict[str, Tensor]) -> None:
-        key = "encoder." + ("density_planes" if isinstance(self.encoder, VMEncoder) else "density_lines")
-        if key in state:
-            saved = state[key].shape[-2]
-            if saved != self.encoder.resolution:
-                self.encoder.resize(saved)
+        saved = state.get("encoder.density_lines")
+        if saved is not None and saved.ndim == 3 and saved.shape[1] != self.encoder.resolution:
+            self.encoder.resize(saved.shape[1])
 
 
 class TensoRFVMField(_TensoRFField):

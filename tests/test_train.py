@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from radistill.distill.engine import TrainConfig, train
+from radistill.distill.teachers import ImageTeacher
+from radistill.errors import CheckpointError
+from radistill.evaluate import evaluate_split
+from radistill.fields import KINDS, create_field
+from radistill.io.checkpoint import load_field
+from radistill.metrics import psnr
+
+SMALL = {"hashgrid": {"log2_table": 14, "max_resolution": 128, "samples_per_ray": 96},
+         "mlp": {"width": 64, "depth": 3, "samples_per_ray": 96},
+         "tensorf-vm": {"samples_per_ray": 96, "resolution": 24, "final_resolution": 48, "upsample_steps": (30,)},
+         "tensorf-cp": {"samples_per_ray": 96, "resolution": 24, "final_resolution": 48, "upsample_steps": (30,)}}
+
+
+def constant_colour_psnr(scene) -> float:
+    """The best a field that paints every pixel one colour could do on the test views."""
+    train_imgs, _ = scene.split("train")
+    test_imgs, _ = scene.split("test")
+    return psnr(train_imgs.reshape(-1, 3).mean(0).expand_as(test_imgs), test_imgs)
+
+
+def test_hashgrid_learns_the_builtin_scene(tiny_scene):
+    field = create_field("hashgrid", tiny_scene.aabb, **SMALL["hashgrid"])
+    before = evaluate_split(field, tiny_scene)["psnr"]
+    result = train(field, ImageTeacher.from_scene(tiny_scene),
+                   TrainConfig(steps=150, batch_rays=1024, target_samples=1 << 15, progress=False))
+    after = evaluate_split(field, tiny_scene)
+    assert result.steps == 150 and result.samples > 0
+    assert after["psnr"] > before + 5
+    assert after["psnr"] > constant_colour_psnr(tiny_scene) + 5
+    assert len(after["images"]) == 2 and all(0 < im["ssim"] <= 1 for im in after["images"])
+    # the occupancy grid learned where the scene is empty
+    assert field.occupancy.fraction_occupied < 0.6
+
+
+@pytest.mark.parametrize("kind", ["mlp", "tensorf-vm", "tensorf-cp"])
+def test_every_kind_trains(kind, tiny_scene):
+    field = create_field(kind, tiny_scene.aabb, **SMALL[kind])
+    teacher = ImageTeacher.from_scene(tiny_scene)
+    result = train(field, teacher, TrainConfig(steps=60, batch_rays=512, target_samples=1 << 14, progress=False))
+    first = sum(h["loss"] for h in result.history[:1])
+    last = result.history[-1]["loss"]
+    assert last < 0.7 * first
+    if kind.startswith("tensorf"):
+        assert field.encoder.resolution == 48
+
+
+def test_resume_gives_the_same_field_as_an_uninterrupted_run(tiny_scene, tmp_path):
+    teacher = ImageTeacher.from_scene(tiny_scene)
+    kw = SMALL["tensorf-vm"]  # includes an upsampling step between the halves
+
+    def fresh():
+        torch.manual_seed(0)
+        return create_field("tensorf-vm", tiny_scene.aabb, **kw)
+
+    cfg = TrainConfig(steps=40, batch_rays=256, target_samples=1 << 13, progress=False, checkpoint_every=0)
+    whole = fresh()
+    train(whole, teacher, cfg, tmp_path / "whole")
+
+    class Interrupting(ImageTeacher):
+        calls = 0
+
+        def sample(self, n, generator=None):
+            Interrupting.calls += 1
+            if Interrupting.calls > 25:
+                raise KeyboardInterrupt  # Ctrl-C during step 26
+            return super().sample(n, generator)
+
+    half = fresh()
+    with pytest.raises(KeyboardInterrupt):
+        train(half, Interrupting(teacher.images, teacher.cameras, teacher.background), cfg, tmp_path / "split")
+    # a new process rebuilds the field from its config and resumes
+    resumed = fresh()
+    result = train(resumed, teacher, cfg, tmp_path / "split", resume=True)
+    assert result.steps == 40
+    assert all(h["step"] > 25 for h in result.history), "the resumed run starts after the last finished step"
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+
+
+def test_resume_refuses_a_checkpoint_of_another_kind(tiny_scene, tmp_path):
+    teacher = ImageTeacher.from_scene(tiny_scene)
+    cfg = TrainConfig(steps=2, batch_rays=128, progress=False)
+    train(create_field("mlp", tiny_scene.aabb, **SMALL["mlp"]), teacher, cfg, tmp_path)
+    with pytest.raises(CheckpointError, match="holds a 'mlp' field, cannot resume a 'hashgrid' run"):
+        train(create_field("hashgrid", tiny_scene.aabb, **SMALL["hashgrid"]), teacher, cfg, tmp_path, resume=True)
+
+
+def test_training_checkpoint_is_a_loadable_field(tiny_scene, tmp_path):
+    field = create_field("hashgrid", tiny_scene.aabb, **SMALL["hashgrid"])
+    train(field, ImageTeacher.from_scene(tiny_scene), TrainConfig(steps=5, batch_rays=128, progress=False), tmp_path)
+    back = load_field(tmp_path / "checkpoint.safetensors")
+    for k, v in field.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k])
