@@ -36,10 +36,10 @@ SCENES = {
 PRESETS = {
     "hashgrid": {"log2_table": 17, "max_resolution": 512, "samples_per_ray": 256},
     "tensorf-vm": {"samples_per_ray": 256},
-    "tensorf-cp": {"samples_per_ray": 256},
+    "tensorf-cp": {"samples_per_ray": 256, "density_components": 48, "app_components": 96},
     "mlp": {"samples_per_ray": 192},
 }
-BATCH = {"hashgrid": 4096, "tensorf-vm": 4096, "tensorf-cp": 4096, "mlp": 1024}
+BATCH = {"hashgrid": 4096, "tensorf-vm": 4096, "tensorf-cp": 2048, "mlp": 1024}
 
 
 def run(scene_name: str, kind: str, budget: float, out_dir: Path, seed: int = 0) -> dict:
