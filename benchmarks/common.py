@@ -39,18 +39,24 @@ def git_commit() -> str:
         return "unknown"
 
 
+GIT_AT_START: str | None = None  # set by each script when it starts, so a record names the code it ran
+
+
 def write_results(name: str, benchmark: str, records: list[dict], columns: list[tuple[str, str]],
                   merge: bool = True) -> Path:
     """Write ``results/<name>.json`` (merging records by id) and ``results/<name>.md``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     old = json.loads(path.read_text())["records"] if merge and path.exists() else []
+    commit = GIT_AT_START or git_commit()
+    for r in records:
+        r.setdefault("git", commit)  # merged files hold records of several runs
     new_ids = {r["id"] for r in records}
     merged = [r for r in old if r["id"] not in new_ids] + records
     doc = {
         "benchmark": benchmark,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "git": git_commit(),
+        "git": GIT_AT_START or git_commit(),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix().split("/main/")[-1], *sys.argv[1:]]),
         "machine": machine(),
         "records": merged,

@@ -51,6 +51,8 @@ class Train:
     """Rays per step."""
     downscale: float = 1.0
     """Divide image width and height by this (8 turns lego's 800x800 into 100x100)."""
+    background: Optional[tuple[float, float, float]] = None
+    """Colour RGBA images are composited on (default: white for Blender scenes, black otherwise)."""
     resume: bool = False
     """Continue the run in --output from its last checkpoint."""
     checkpoint_every: int = 250
@@ -71,7 +73,7 @@ class Train:
 
         overrides = _parse_overrides(self.set)
         kind_class(self.kind)  # an unknown kind fails before the scene is loaded
-        scene = load_scene(self.data, downscale=self.downscale)
+        scene = load_scene(self.data, downscale=self.downscale, background=self.background)
         torch.manual_seed(self.seed)
         field = create_field(self.kind, scene.aabb, **overrides)
         meta = {"cameras": scene.cameras[scene.train_indices].to_dict(), "background": scene.background.tolist(),
@@ -151,6 +153,8 @@ class Eval:
     """Scene folder or 'builtin'."""
     split: str = "test"
     downscale: float = 1.0
+    background: Optional[tuple[float, float, float]] = None
+    """Colour RGBA images are composited on (default: as when training)."""
     output: Optional[Path] = None
     """Write the JSON here as well as printing it."""
 
@@ -160,7 +164,11 @@ class Eval:
         from radistill.io.checkpoint import load_field
 
         field = load_field(self.checkpoint)
-        scene = load_scene(self.data, downscale=self.downscale)
+        background = self.background
+        if background is None:
+            saved = _background(self.checkpoint)
+            background = None if saved is None else tuple(saved.tolist())
+        scene = load_scene(self.data, downscale=self.downscale, background=background)
         result = {"checkpoint": str(self.checkpoint), "data": self.data, "split": self.split,
                   **evaluate_split(field, scene, self.split)}
         text = json.dumps(result, indent=2)

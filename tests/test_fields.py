@@ -26,8 +26,8 @@ def reference_hash_encoding(u, table, layout, features):
                 w = 1.0
                 for k in range(3):
                     w *= frac[k] if (corner >> (2 - k)) & 1 else 1.0 - frac[k]
-                if lv["dense"]:
-                    idx = c[0] + c[1] * lv["resolution"] + c[2] * lv["resolution"] ** 2
+                if lv["dense"]:  # tcnn: index % hashmap_size on every level
+                    idx = (c[0] + c[1] * lv["resolution"] + c[2] * lv["resolution"] ** 2) % lv["size"]
                 else:
                     idx = (c[0] ^ ((c[1] * 2654435761) & 0xFFFFFFFF) ^ ((c[2] * 805459861) & 0xFFFFFFFF)) % lv["size"]
                 out[n, lvl * features:(lvl + 1) * features] += w * table[lv["offset"] + idx].double()
@@ -41,9 +41,18 @@ def test_hash_encoding_matches_literal_tcnn_reference(features):
     assert any(lv["dense"] for lv in layout) and any(not lv["dense"] for lv in layout)
     u = torch.rand(40, 3)
     u[0] = torch.tensor([0.0, 1.0, 0.5])  # the cube's faces
+    u[1] = torch.tensor([1.0, 1.0, 1.0])  # the far corner: corners one past the grid wrap
     got = enc(u)
     want = reference_hash_encoding(u, enc.table.detach(), layout, features)
     assert torch.allclose(got.double(), want, atol=1e-5)
+
+
+def test_all_dense_layout_stays_inside_the_table_at_the_far_corner():
+    enc = HashEncoding(levels=4, features=2, log2_table=19, base_resolution=4, max_resolution=24, init_scale=1.0)
+    assert all(lv["dense"] for lv in enc.layout)
+    u = torch.ones(3, 3)
+    want = reference_hash_encoding(u, enc.table.detach(), enc.layout, 2)
+    assert torch.allclose(enc(u).double(), want, atol=1e-5)
 
 
 def test_hash_encoding_gradient_matches_autograd_of_a_gather():

@@ -97,3 +97,12 @@ def test_training_checkpoint_is_a_loadable_field(tiny_scene, tmp_path):
     back = load_field(tmp_path / "checkpoint.safetensors")
     for k, v in field.state_dict().items():
         assert torch.equal(v, back.state_dict()[k])
+
+
+def test_resume_with_other_options_is_a_clear_error(tiny_scene, tmp_path):
+    teacher = ImageTeacher.from_scene(tiny_scene)
+    cfg = TrainConfig(steps=2, batch_rays=128, progress=False)
+    train(create_field("hashgrid", tiny_scene.aabb, **SMALL["hashgrid"]), teacher, cfg, tmp_path)
+    other = create_field("hashgrid", tiny_scene.aabb, **{**SMALL["hashgrid"], "log2_table": 13})
+    with pytest.raises(CheckpointError, match="log2_table: run 13 vs checkpoint 14"):
+        train(other, teacher, TrainConfig(steps=4, batch_rays=128, progress=False), tmp_path, resume=True)

@@ -57,14 +57,15 @@ def hash_corner_indices(pos_grid: Tensor, layout: dict[str, Tensor]) -> Tensor:
                            dtype=torch.int32, device=device)  # [8, 3]
     out = torch.empty(levels, n, 8, dtype=torch.int32, device=device)
     n_dense = int(layout["dense"].sum())
-    if n_dense:  # dense levels: i + j r + k r^2 is linear, so the 8 corners are fixed offsets
+    if n_dense:  # dense levels: i + j r + k r^2 is linear, so the 8 corners are fixed offsets;
+        # like tcnn the index wraps modulo the level size (a corner can sit one past the grid)
         p = pos_grid[:n_dense]
         res = layout["resolution"][:n_dense].to(torch.int32)
         strides = torch.stack([torch.ones_like(res), res, res * res], -1)  # [l, 3]
         base = p[..., 0] + p[..., 1] * res[:, None] + p[..., 2] * (res * res)[:, None]
-        base += layout["offset"][:n_dense].to(torch.int32)[:, None]
-        torch.add(base[:, :, None], (corners[None] * strides[:, None, :]).sum(-1, dtype=torch.int32)[:, None, :],
-                  out=out[:n_dense])
+        idx = base[:, :, None] + (corners[None] * strides[:, None, :]).sum(-1, dtype=torch.int32)[:, None, :]
+        size = layout["size"][:n_dense].to(torch.int32)[:, None, None]
+        torch.add(torch.remainder(idx, size), layout["offset"][:n_dense].to(torch.int32)[:, None, None], out=out[:n_dense])
     if n_dense < levels:  # hashed levels: the table size is a power of two, so the modulo is a
         # mask; int32 products wrap like tcnn's uint32 ones in the low bits that are kept
         p = pos_grid[n_dense:]
