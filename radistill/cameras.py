@@ -10,7 +10,7 @@ so that ``t`` in ``[0, 1]`` spans the whole frustum from the near plane to infin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -246,7 +246,12 @@ class LikeCamerasSampler:
     cameras: Cameras
     jitter_radius: float = 0.05  # relative
     jitter_angle_deg: float = 10.0
-    center: Tensor = field(default_factory=lambda: torch.zeros(3))
+    center: Tensor | None = None
+    """The point looked at; by default the point nearest to all the cameras' optical axes."""
+
+    def __post_init__(self) -> None:
+        if self.center is None:
+            self.center = look_at_point(self.cameras.c2w)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # [n, 4, 4]
         pick = torch.randint(len(self.cameras), (n,), generator=generator)
@@ -265,6 +270,19 @@ class LikeCamerasSampler:
         elevation = (elevation + jitter * torch.randn(n, generator=generator)).clamp(-1.45, 1.45)
         azimuth = azimuth + jitter * torch.randn(n, generator=generator)
         return look_at(self.center + spherical_to_cartesian(radius, elevation, azimuth), self.center)
+
+
+def look_at_point(c2w: Tensor) -> Tensor:
+    """The point nearest (least squares) to the optical axes of cameras ``c2w`` [N, 4, 4].  # [3]"""
+    d = -c2w[:, :3, 2].double()
+    d = d / d.norm(dim=-1, keepdim=True)
+    o = c2w[:, :3, 3].double()
+    proj = torch.eye(3, dtype=torch.float64) - d[:, :, None] * d[:, None, :]  # [N, 3, 3]
+    a = proj.sum(0)
+    b = (proj @ o[:, :, None]).sum(0)[:, 0]
+    if torch.linalg.matrix_rank(a) < 3:  # all axes parallel: fall back to the mean centre
+        return o.mean(0).float()
+    return torch.linalg.solve(a, b).float()
 
 
 def orbit_poses(n: int, radius: float, elevation_deg: float = 30.0, center: tuple[float, float, float] = (0, 0, 0)) -> Tensor:

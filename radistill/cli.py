@@ -127,6 +127,8 @@ class Render:
         train_cams = checkpoint_cameras(self.checkpoint)
         if train_cams is None:
             raise ConfigError(f"{self.checkpoint}: has no training cameras; pass --data to render a scene's cameras")
+        if self.frames < 1 or (self.resolution is not None and self.resolution < 1):
+            raise ConfigError(f"--frames and --resolution must be positive, got {self.frames} and {self.resolution}")
         cams = turntable_cameras(train_cams, field.aabb, self.frames, self.elevation, self.resolution)
         frames = [render_image(field, cams, k, _background(self.checkpoint))["rgb"] for k in range(len(cams))]
         out = self.output if self.output.suffix == ".gif" else self.output / "turntable.gif"

@@ -73,6 +73,17 @@ def test_like_cameras_sampler_draws_from_the_camera_distribution():
     assert abs(float(elev.mean()) - 20.0) < 1.0 and float(elev.std()) < 6.0
 
 
+def test_like_cameras_sampler_finds_the_point_the_cameras_look_at():
+    from radistill.cameras import look_at_point
+
+    target = torch.tensor([0.3, -0.2, 0.5])
+    cams = make_cams(orbit_poses(12, radius=3.0, elevation_deg=25.0, center=tuple(target.tolist())))
+    assert torch.allclose(look_at_point(cams.c2w), target, atol=1e-4)
+    poses = LikeCamerasSampler(cams, jitter_radius=0.0, jitter_angle_deg=5.0).sample(50, torch.Generator().manual_seed(2))
+    to_target = torch.nn.functional.normalize(target - poses[:, :3, 3], dim=-1)
+    assert torch.allclose(-poses[:, :3, 2], to_target, atol=1e-4)
+
+
 def test_cameras_dict_round_trip_and_scaling():
     cams = make_cams(orbit_poses(3, 2.0))
     back = Cameras.from_dict(cams.to_dict())

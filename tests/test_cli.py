@@ -67,12 +67,40 @@ def test_train_eval_render_and_resume(tiny_scene_dir, tmp_path):
     (["train", "--data", "builtin", "--kind", "voxels", "--steps", "1"], "unknown kind 'voxels'"),
     (["eval", "/nonexistent.safetensors", "--data", "builtin"], "no such checkpoint"),
     (["train", "--set", "nokey"], "--set expects key=value"),
+    (["train", "--set", "levels=abc"], "levels must be int, got 'abc'"),
+    (["train", "--data", "builtin", "--downscale", "0"], "downscale must be positive"),
+    (["train", "--data", "{scene}/broken_json"], "transforms_train.json: not valid JSON"),
+    (["train", "--data", "{scene}/missing_image"], "r_1.png does not exist"),
+    (["eval", "{scene}/truncated.safetensors", "--data", "builtin"], "truncated.safetensors: not a readable safetensors"),
+    (["render", "{scene}/foreign.safetensors"], "not a radistill checkpoint"),
 ])
-def test_user_errors_exit_2_without_traceback(args, message):
-    r = cli(*args)
+def test_user_errors_exit_2_without_traceback(args, message, bad_inputs):
+    r = cli(*[a.format(scene=bad_inputs) for a in args])
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tiny_scene_dir, tmp_path_factory):
+    """Broken copies of a real scene and of real checkpoints."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from radistill.fields import create_field
+    from radistill.io.checkpoint import save_field
+
+    root = tmp_path_factory.mktemp("bad")
+    shutil.copytree(tiny_scene_dir, root / "broken_json")
+    (root / "broken_json" / "transforms_train.json").write_text('{"frames": [')
+    shutil.copytree(tiny_scene_dir, root / "missing_image")
+    (root / "missing_image" / "train" / "r_1.png").unlink()
+    ckpt = save_field(root / "truncated.safetensors", create_field("mlp", torch.tensor([[-1.0] * 3, [1.0] * 3])))
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    save_file({"w": torch.zeros(2)}, root / "foreign.safetensors")
+    return root
 
 
 def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny_scene_dir, tmp_path):
@@ -84,11 +112,16 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny_scene_dir, tmp
     deadline = time.time() + 120
     while time.time() < deadline and not ckpt.exists():
         time.sleep(0.2)
-    time.sleep(1.5)  # let it overwrite the checkpoint a few times
+    time.sleep(1.5)  # let it overwrite the checkpoint a few times, then kill it at an arbitrary moment
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert ckpt.exists()
     field = load_field(ckpt)
     assert field.kind == "hashgrid"
-    r = cli("train", "--data", tiny_scene_dir, "--steps", 5, "--batch-rays", 128, "--output", out, "--resume", *FAST)
+    from radistill.io.checkpoint import read_checkpoint
+
+    done = int(read_checkpoint(ckpt)[1]["train_step"])
+    assert done >= 3
+    r = cli("train", "--data", tiny_scene_dir, "--steps", done + 4, "--batch-rays", 128, "--output", out, "--resume", *FAST)
     assert r.returncode == 0, r.stderr
+    assert f"for {done + 4} steps" in r.stdout

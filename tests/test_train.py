@@ -40,10 +40,11 @@ def test_hashgrid_learns_the_builtin_scene(tiny_scene):
 def test_every_kind_trains(kind, tiny_scene):
     field = create_field(kind, tiny_scene.aabb, **SMALL[kind])
     teacher = ImageTeacher.from_scene(tiny_scene)
-    result = train(field, teacher, TrainConfig(steps=60, batch_rays=512, target_samples=1 << 14, progress=False))
-    first = sum(h["loss"] for h in result.history[:1])
-    last = result.history[-1]["loss"]
-    assert last < 0.7 * first
+    before = evaluate_split(field, tiny_scene)["psnr"]
+    steps = 150 if kind == "mlp" else 60  # an MLP needs more steps to leave its grey start
+    train(field, teacher, TrainConfig(steps=steps, batch_rays=512, target_samples=1 << 14, progress=False))
+    after = evaluate_split(field, tiny_scene)["psnr"]
+    assert after > before + 3
     if kind.startswith("tensorf"):
         assert field.encoder.resolution == 48
 
@@ -80,7 +81,7 @@ def test_resume_gives_the_same_field_as_an_uninterrupted_run(tiny_scene, tmp_pat
     a, b = whole.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_resume_refuses_a_checkpoint_of_another_kind(tiny_scene, tmp_path):

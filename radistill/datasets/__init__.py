@@ -36,6 +36,8 @@ def load_scene(path: str | Path, downscale: float = 1.0, background: tuple[float
     Example:
         >>> scene = load_scene("../shared/data/nerf_synthetic/lego", downscale=8)  # 100x100, white bg
     """
+    if not downscale > 0:
+        raise DatasetError(f"{path}: downscale must be positive, got {downscale}")
     fmt = detect_format(path)
     if fmt == "builtin":
         from radistill.datasets.procedural import make_builtin_scene

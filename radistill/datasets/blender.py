@@ -19,11 +19,16 @@ SPLIT_FILES = ("train", "val", "test")
 def read_transforms(path: Path) -> dict:
     """Parse one transforms file with errors that name it."""
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not a UTF-8 text file") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
         raise DatasetError(f"{path}: expected an object with a 'frames' list")
+    for i, frame in enumerate(meta["frames"]):
+        if not isinstance(frame, dict):
+            raise DatasetError(f"{path}: frame {i} is not an object")
     return meta
 
 
@@ -72,12 +77,17 @@ def load_blender(root: str | Path, downscale: float = 1.0, background: tuple[flo
         source = root / f"transforms_{split}.json"
         if "camera_angle_x" not in meta:
             raise DatasetError(f"{source}: missing 'camera_angle_x'")
-        for i, frame in enumerate(meta["frames"]):
-            paths.append(frame_image_path(root, frame, source, i))
-            mats.append(frame_matrix(frame, source, i))
+        if not isinstance(meta["camera_angle_x"], (int, float)) or not 0 < meta["camera_angle_x"] < math.pi:
+            raise DatasetError(f"{source}: 'camera_angle_x' must be a field of view in radians, got {meta['camera_angle_x']!r}")
+        split_mats = [frame_matrix(frame, source, i) for i, frame in enumerate(meta["frames"])]
+        if split_mats:
+            check_poses(np.stack(split_mats), source)
+        paths += [frame_image_path(root, frame, source, i) for i, frame in enumerate(meta["frames"])]
+        mats += split_mats
         counts[split] = len(meta["frames"])
+    if not mats:
+        raise DatasetError(f"{root / 'transforms_train.json'}: 'frames' is empty")
     c2w = np.stack(mats)
-    check_poses(c2w, root)
     rgba = load_images(paths, root, downscale)
     bg = np.asarray(background, dtype=np.float32)
     n, h, w = rgba.shape[:3]
@@ -110,6 +120,12 @@ def load_extras(root: Path, metas: dict[str, dict], downscale: float, size: tupl
             continue
         if downscale != 1.0:
             continue  # ground-truth maps are only used at their native resolution
-        maps = [np.load(root / f[key]) for f in frames]
+        maps = []
+        for f in frames:
+            p = root / f[key]
+            try:
+                maps.append(np.load(p, allow_pickle=False))
+            except (OSError, ValueError) as exc:
+                raise DatasetError(f"{root}: cannot read {name} map {p} ({exc})") from None
         extras[name] = torch.from_numpy(np.stack(maps)).float()
     return extras

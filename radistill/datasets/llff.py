@@ -65,7 +65,11 @@ def load_llff(root: str | Path, factor: int = 8, downscale: float = 1.0, holdout
         raise DatasetError(f"{pb_path}: expected an [N, 17] array (3x5 pose-hwf + near/far), got {list(arr.shape)}")
     poses = arr[:, :15].reshape(-1, 3, 5).astype(np.float64)
     bounds = arr[:, 15:17].astype(np.float64)
+    if not np.all(np.isfinite(bounds)) or bounds.min() <= 0:
+        raise DatasetError(f"{pb_path}: near/far bounds must be finite and positive (min {bounds.min()!r})")
     hwf = poses[0, :, 4]
+    if not np.all(np.isfinite(hwf)) or hwf.min() <= 0:
+        raise DatasetError(f"{pb_path}: height/width/focal column must be positive, got {hwf.tolist()}")
     # [down, right, back] -> [right, up, back]
     c2w = np.concatenate([poses[:, :, 1:2], -poses[:, :, 0:1], poses[:, :, 2:4]], axis=2)
     check_poses(c2w, pb_path)

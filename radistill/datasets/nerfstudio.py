@@ -17,11 +17,17 @@ INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 DISTORTION = ("k1", "k2", "k3", "k4", "p1", "p2")
 
 
+def _number(value: object, what: str, source: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DatasetError(f"{source}: {what} must be a number, got {value!r}")
+    return float(value)
+
+
 def _intrinsic(frame: dict, meta: dict, key: str, source: Path, index: int) -> float:
     if key in frame:
-        return float(frame[key])
+        return _number(frame[key], f"frame {index} '{key}'", source)
     if key in meta:
-        return float(meta[key])
+        return _number(meta[key], f"'{key}'", source)
     if key == "fl_y":
         return _intrinsic(frame, meta, "fl_x", source, index)
     raise DatasetError(f"{source}: frame {index} has no '{key}' and the file has no shared '{key}'")
@@ -44,7 +50,7 @@ def load_nerfstudio(root: str | Path, downscale: float = 1.0, background: tuple[
     frames = meta["frames"]
     if not frames:
         raise DatasetError(f"{source}: 'frames' is empty")
-    if any(float(meta.get(k, 0.0)) != 0.0 for k in DISTORTION):
+    if any(_number(meta.get(k, 0.0), f"'{k}'", source) != 0.0 for k in DISTORTION):
         warnings.warn(f"{source}: lens distortion coefficients are ignored", stacklevel=2)
     paths = [frame_image_path(root, f, source, i) for i, f in enumerate(frames)]
     c2w = np.stack([frame_matrix(f, source, i) for i, f in enumerate(frames)])

@@ -111,7 +111,7 @@ def kind_class(kind: str) -> type[Representation]:
 
 
 def config_from_dict(cls: type, values: dict[str, Any], source: str = "config") -> Any:
-    """Build a config dataclass from JSON values, with a clear error for unknown keys."""
+    """Build a config dataclass from JSON values, with clear errors for unknown keys and wrong types."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -119,6 +119,25 @@ def config_from_dict(cls: type, values: dict[str, Any], source: str = "config") 
     defaults = cls()
     converted = {}
     for key, value in values.items():
-        default = getattr(defaults, key)
-        converted[key] = tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
+        converted[key] = _coerce(getattr(defaults, key), value, f"{source}: {key}")
     return cls(**converted)
+
+
+def _coerce(default: Any, value: Any, where: str) -> Any:
+    """``value`` in the type of ``default`` (bool, int, float, str or a tuple of those)."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, tuple):
+        if isinstance(value, (list, tuple)):
+            inner = default[0] if default else 0
+            return tuple(_coerce(inner, v, where) for v in value)
+    elif default is None or isinstance(default, str):
+        return value
+    raise ConfigError(f"{where} must be {type(default).__name__}, got {value!r}")

@@ -80,7 +80,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]
         raise CheckpointError(f"{path}: not a readable safetensors file, it may be truncated or foreign{hint}: {exc}") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a safetensors file but not a radistill checkpoint (no 'format: radistill' metadata)")
-    version = int(meta.get("format_version", "0"))
+    try:
+        version = int(meta.get("format_version", "0"))
+    except ValueError:
+        raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r} is not a number") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format version {version} is newer than this radistill understands ({FORMAT_VERSION})")
     return tensors, meta
@@ -134,4 +137,9 @@ def checkpoint_cameras(path: str | Path):
     from radistill.cameras import Cameras
 
     _, meta = read_checkpoint(path)
-    return Cameras.from_dict(json.loads(meta["cameras"])) if "cameras" in meta else None
+    if "cameras" not in meta:
+        return None
+    try:
+        return Cameras.from_dict(json.loads(meta["cameras"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its 'cameras' metadata is malformed ({exc})") from None
