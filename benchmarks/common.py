@@ -70,7 +70,8 @@ def write_results(name: str, benchmark: str, records: list[dict], columns: list[
         vals = []
         for _, key in columns:
             v = r["metrics"].get(key, r["params"].get(key, ""))
-            vals.append(f"{v:.3g}" if isinstance(v, float) and abs(v) >= 1e4 else f"{v:.2f}" if isinstance(v, float) else str(v))
+            vals.append(f"{v:.4g}" if isinstance(v, float) and abs(v) < 1e4 else f"{v:,.0f}" if isinstance(v, (int, float))
+                        and not isinstance(v, bool) and abs(v) >= 1e4 else str(v))
         lines.append(f"| {r['id']} | " + " | ".join(vals) + " |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     return path

@@ -82,7 +82,7 @@ class Train:
                           checkpoint_every=self.checkpoint_every)
         result = train(field, ImageTeacher.from_scene(scene), cfg, self.output, resume=self.resume, metadata=meta)
         path = save_field(self.output / f"{self.kind}.safetensors", field, extra_metadata=meta)
-        ev = evaluate_split(field, scene, "test") if scene.test_indices else None
+        ev = evaluate_split(field, scene, "test", progress=True) if scene.test_indices else None
         print(f"trained {self.kind} for {result.steps} steps ({result.seconds:.0f} s, "
               f"{result.samples_per_s:,.0f} samples/s); saved {path}")
         if ev:
@@ -109,6 +109,8 @@ class Render:
     """Turntable image width (default: the training cameras')."""
 
     def run(self) -> None:
+        from tqdm.auto import tqdm
+
         from radistill.errors import ConfigError
         from radistill.evaluate import render_image, save_png
         from radistill.io.checkpoint import checkpoint_cameras, load_field
@@ -120,7 +122,7 @@ class Render:
 
             scene = load_scene(self.data, downscale=self.downscale)
             _, cams = scene.split(self.split)
-            for k in range(len(cams)):
+            for k in tqdm(range(len(cams)), desc="render", unit="image"):
                 save_png(self.output / f"{self.split}_{k:03d}.png", render_image(field, cams, k, scene.background)["rgb"])
             print(f"wrote {len(cams)} images to {self.output}/")
             return
@@ -130,7 +132,8 @@ class Render:
         if self.frames < 1 or (self.resolution is not None and self.resolution < 1):
             raise ConfigError(f"--frames and --resolution must be positive, got {self.frames} and {self.resolution}")
         cams = turntable_cameras(train_cams, field.aabb, self.frames, self.elevation, self.resolution)
-        frames = [render_image(field, cams, k, _background(self.checkpoint))["rgb"] for k in range(len(cams))]
+        background = _background(self.checkpoint)
+        frames = [render_image(field, cams, k, background)["rgb"] for k in tqdm(range(len(cams)), desc="turntable", unit="frame")]
         out = self.output if self.output.suffix == ".gif" else self.output / "turntable.gif"
         write_gif(out, frames)
         print(f"wrote {out}")
@@ -172,7 +175,7 @@ class Eval:
             background = None if saved is None else tuple(saved.tolist())
         scene = load_scene(self.data, downscale=self.downscale, background=background)
         result = {"checkpoint": str(self.checkpoint), "data": self.data, "split": self.split,
-                  **evaluate_split(field, scene, self.split)}
+                  **evaluate_split(field, scene, self.split, progress=True)}
         text = json.dumps(result, indent=2)
         if self.output is not None:
             self.output.parent.mkdir(parents=True, exist_ok=True)

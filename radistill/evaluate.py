@@ -31,7 +31,8 @@ def save_png(path: Path, image: Tensor) -> None:
     iio.imwrite(path, (image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
 
 
-def evaluate_split(field: Any, scene: Any, split: str = "test", save_dir: Path | None = None) -> dict[str, Any]:
+def evaluate_split(field: Any, scene: Any, split: str = "test", save_dir: Path | None = None,
+                   progress: bool = False) -> dict[str, Any]:
     """PSNR and SSIM of every image of a split, and their means.
 
     Returns:
@@ -41,7 +42,9 @@ def evaluate_split(field: Any, scene: Any, split: str = "test", save_dir: Path |
     indices = scene.train_indices if split == "train" else scene.test_indices if split == "test" else list(range(len(images)))
     per_image = []
     field.eval()
-    for k in range(len(cameras)):
+    from tqdm.auto import tqdm
+
+    for k in tqdm(range(len(cameras)), desc=f"eval {split}", unit="image", disable=not progress, leave=False):
         pred = render_image(field, cameras, k, scene.background)["rgb"]
         per_image.append({"index": indices[k], "psnr": psnr(pred, images[k]), "ssim": ssim(pred, images[k])})
         if save_dir is not None:
