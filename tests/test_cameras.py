@@ -109,3 +109,23 @@ def test_orbit_poses_are_evenly_spaced():
     az = torch.atan2(poses[:, 1, 3], poses[:, 0, 3])
     diffs = torch.remainder(az.diff(), 2 * math.pi)
     assert torch.allclose(diffs, torch.full_like(diffs, 2 * math.pi / 8), atol=1e-5)
+
+
+def test_turntable_paths():
+    from radistill.turntable import turntable_cameras
+
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    train = make_cams(orbit_poses(10, radius=3.0, elevation_deg=40.0))
+    orbit = turntable_cameras(train, aabb, frames=12, elevation_deg=30.0, width=20)
+    assert len(orbit) == 12 and orbit.width == 20 and orbit.height == 15
+    assert torch.allclose(orbit.centers.norm(dim=-1), torch.full((12,), 3.0), atol=1e-4)
+    assert torch.allclose(orbit.centers[:, 2], torch.full((12,), 3.0 * math.sin(math.radians(30))), atol=1e-4)
+    # forward-facing captures: a circle in the mean camera's image plane, keeping its orientation
+    ff = make_cams(torch.eye(4).repeat(5, 1, 1))
+    ff.c2w[:, 0, 3] = torch.linspace(-0.2, 0.2, 5)
+    ff.ndc = NDC(focal=35.0, width=40, height=30)
+    path = turntable_cameras(ff, aabb, frames=8)
+    assert torch.allclose(path.c2w[:, :3, :3], torch.eye(3).expand(8, 3, 3), atol=1e-5)
+    assert torch.allclose(path.centers[:, 2], torch.zeros(8), atol=1e-6)
+    radius = path.centers[:, :2].norm(dim=-1)
+    assert torch.allclose(radius, radius[:1].expand(8), atol=1e-5) and float(radius[0]) > 0
