@@ -27,6 +27,7 @@ from radistill.distill.engine import TrainConfig, train  # noqa: E402
 from radistill.distill.teachers import ImageTeacher  # noqa: E402
 from radistill.evaluate import evaluate_split  # noqa: E402
 from radistill.fields import create_field  # noqa: E402
+from radistill.io.checkpoint import save_field  # noqa: E402
 
 SCENES = {
     "lego": {"path": DATA / "nerf_synthetic" / "lego", "downscale": 8},
@@ -51,6 +52,10 @@ def run(scene_name: str, kind: str, budget: float, out_dir: Path, seed: int = 0)
     field = create_field(kind, scene.aabb, **preset)
     cfg = TrainConfig(steps=1_000_000, max_seconds=budget, batch_rays=BATCH[kind], seed=seed, checkpoint_every=0)
     result = train(field, ImageTeacher.from_scene(scene), cfg)
+    # keep the trained field (with its camera distribution) as a teacher for conversion benchmarks
+    save_field(out_dir / f"{scene_name}_{kind}.safetensors", field, extra_metadata={
+        "cameras": scene.cameras[scene.train_indices].to_dict(), "background": scene.background.tolist(),
+        "scene": scene_name})
     t0 = time.perf_counter()
     ev = evaluate_split(field, scene, "test", save_dir=out_dir / f"{scene_name}_{kind}")
     print(f"{scene_name}/{kind}: {result.steps} steps in {result.seconds:.0f}s, held-out PSNR {ev['psnr']:.2f} "
@@ -70,7 +75,8 @@ def main() -> None:
     parser.add_argument("--scene", choices=sorted(SCENES), default="lego")
     parser.add_argument("--kinds", nargs="+", default=["hashgrid", "tensorf-vm", "tensorf-cp", "mlp"])
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds per kind")
-    parser.add_argument("--renders", type=Path, default=Path("outputs/bench_train"), help="where test renders go")
+    parser.add_argument("--renders", type=Path, default=Path("outputs/bench_train"),
+                        help="where test renders and the trained fields (<scene>_<kind>.safetensors) go")
     parser.add_argument("--no-write", action="store_true", help="print only, do not touch results/")
     args = parser.parse_args()
     common.GIT_AT_START = common.git_commit()
