@@ -5,7 +5,7 @@ from radistill.distill.engine import TrainConfig, train
 from radistill.distill.teachers import ImageTeacher
 from radistill.errors import CheckpointError
 from radistill.evaluate import evaluate_split
-from radistill.fields import KINDS, create_field
+from radistill.fields import create_field
 from radistill.io.checkpoint import load_field
 from radistill.metrics import psnr
 
