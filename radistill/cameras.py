@@ -271,6 +271,24 @@ class LikeCamerasSampler:
         azimuth = azimuth + jitter * torch.randn(n, generator=generator)
         return look_at(self.center + spherical_to_cartesian(radius, elevation, azimuth), self.center)
 
+    def perturb(self, c2w: Tensor, generator: torch.Generator | None = None, scale: float = 0.5) -> Tensor:
+        """Poses near ``c2w`` [n, 4, 4]: each jittered by ``scale`` times the sampler's jitter.  # [n, 4, 4]"""
+        n = c2w.shape[0]
+        if self.cameras.ndc is not None:
+            out = c2w.clone()
+            spread = self.cameras.centers.std(dim=0)
+            out[:, :3, 3] = c2w[:, :3, 3] + scale * 0.5 * spread * torch.randn(n, 3, generator=generator)
+            return out
+        rel = c2w[:, :3, 3] - self.center
+        radius = rel.norm(dim=-1)
+        elevation = torch.asin((rel[:, 2] / radius).clamp(-1, 1))
+        azimuth = torch.atan2(rel[:, 1], rel[:, 0])
+        jitter = scale * math.radians(self.jitter_angle_deg)
+        radius = radius * (1 + scale * self.jitter_radius * torch.randn(n, generator=generator))
+        elevation = (elevation + jitter * torch.randn(n, generator=generator)).clamp(-1.45, 1.45)
+        azimuth = azimuth + jitter * torch.randn(n, generator=generator)
+        return look_at(self.center + spherical_to_cartesian(radius, elevation, azimuth), self.center)
+
 
 def look_at_point(c2w: Tensor) -> Tensor:
     """The point nearest (least squares) to the optical axes of cameras ``c2w`` [N, 4, 4].  # [3]"""

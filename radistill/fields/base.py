@@ -60,6 +60,9 @@ class Representation(nn.Module):
 
     kind: ClassVar[str]
     Config: ClassVar[type]
+    student_batch_rays: ClassVar[int] = 4096
+    """Rays per step that suit the kind as a distillation student (an upper bound; the engine
+    adapts it to a sample budget)."""
 
     def __init__(self, config: Any, aabb: Tensor) -> None:
         super().__init__()
@@ -77,13 +80,27 @@ class Representation(nn.Module):
         """Density alone at points ``x`` [N, 3] (no colour work).  # [N]"""
         raise NotImplementedError
 
+    def empty_mask(self, x: Tensor) -> Tensor | None:
+        """Where the kind's own renderer skips space at points ``x`` [N, 3] (it treats the density
+        there as zero), or ``None`` when it skips nothing.  # [N] bool"""
+        return None
+
+    def visible_density(self, x: Tensor) -> Tensor:
+        """Density as the kind's renderer sees it: zero where it skips space.  # [N]"""
+        sigma = self.density(x)
+        empty = self.empty_mask(x)
+        return sigma if empty is None else torch.where(empty, torch.zeros_like(sigma), sigma)
+
     def render(self, rays: Any, background: Tensor | None = None, **options: Any) -> RenderOutputs:
         """Render a batch of rays with the kind's own renderer."""
         raise NotImplementedError
 
     @classmethod
     def from_teacher(cls, teacher: "Representation", config: Any = None) -> "Representation":
-        """A geometry-aware start from any teacher, through the contract only."""
+        """A geometry-aware start from any teacher, through the contract only.
+
+        The result is ready for the distill engine (``radistill.distill``), which does the fitting.
+        """
         raise ConfigError(f"{cls.kind}: initialisation from a teacher is not available yet")
 
     # ---- training hooks (defaults suit most kinds)

@@ -49,6 +49,7 @@ class PEMLPEncoder(nn.Module):
 class MLPField(NeuralField):
     kind = "mlp"
     Config = MLPConfig
+    student_batch_rays = 256  # a small MLP learns faster from many small steps than from few large ones
     config: MLPConfig
 
     def __init__(self, config: MLPConfig, aabb: Tensor) -> None:

@@ -8,6 +8,7 @@ inherit its decoder.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +136,42 @@ class NeuralField(Representation):
         return RenderOutputs(out.rgb, out.depth, out.opacity, out.weights,
                              None if samples is None else samples.ray_ids,
                              None if samples is None else samples.positions, out.n_samples)
+
+    def empty_mask(self, x: Tensor) -> Tensor:
+        return ~self.occupancy.is_occupied(x)
+
+    @classmethod
+    def from_teacher(cls, teacher: Representation, config: Any = None) -> "NeuralField":
+        """A student over the teacher's aabb that knows where the teacher's scene is empty.
+
+        It inherits the teacher's colour decoder when the teacher is neural (the decoder's
+        options then follow the teacher's), and fills its occupancy grid from the density the
+        teacher's renderer sees. The encoder starts fresh: the distill engine fits it.
+        """
+        config = cls.Config() if config is None else config
+        if isinstance(teacher, NeuralField):
+            config = dataclasses.replace(config, sh_degree=teacher.config.sh_degree,
+                                         decoder_width=teacher.config.decoder_width,
+                                         decoder_depth=teacher.config.decoder_depth)
+        config = cls.distillation_start(config)
+        student = cls(config, teacher.aabb.detach().cpu()).to(teacher.aabb.device)
+        if isinstance(teacher, NeuralField):
+            student.decoder.load_state_dict(teacher.decoder.state_dict())
+        student.fill_occupancy_from(teacher)
+        return student
+
+    @classmethod
+    def distillation_start(cls, config: NeuralConfig) -> NeuralConfig:
+        """The config a distilled student starts from (a kind may skip its coarse-to-fine schedule)."""
+        return config
+
+    @torch.no_grad()
+    def fill_occupancy_from(self, teacher: Representation, passes: int = 4, generator: torch.Generator | None = None) -> None:
+        """Occupancy from the maximum of the teacher's visible density over ``passes`` jittered samples per cell."""
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.occupancy.density.zero_()
+        for _ in range(passes):
+            self.occupancy.update(teacher.visible_density, self.step_size, decay=1.0, generator=generator)
 
     def update_occupancy(self, generator: torch.Generator | None = None, decay: float = 0.6) -> None:
         self.occupancy.update(self.density, self.step_size, decay=decay, generator=generator)

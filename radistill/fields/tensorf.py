@@ -9,6 +9,7 @@ linear basis to the 15 junction features. Grids grow from ``resolution`` to
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,6 +188,11 @@ class _TensoRFField(NeuralField):
             {"params": self.encoder.factors(), "lr": self.config.lr_grid},
             {"params": list(self.encoder.basis.parameters()), "lr": self.config.lr},
         ]
+
+    @classmethod
+    def distillation_start(cls, config: TensoRFConfig) -> TensoRFConfig:
+        # point-level supervision needs no coarse-to-fine schedule: start at the final resolution
+        return dataclasses.replace(config, resolution=config.final_resolution, upsample_steps=())
 
     def on_train_step(self, step: int, generator: torch.Generator | None = None) -> bool:
         target = resolution_at(self.config, step)

@@ -134,12 +134,32 @@ def load_field(path: str | Path, device: str | torch.device = "cpu") -> Represen
 
 def checkpoint_cameras(path: str | Path):
     """The training cameras stored in a checkpoint (its pose distribution), or ``None``."""
+    return cameras_from_metadata(read_checkpoint(path)[1], path)
+
+
+def checkpoint_background(path: str | Path) -> Tensor | None:
+    """The background colour a checkpoint's field was trained on, or ``None``.  # [3]"""
+    return background_from_metadata(read_checkpoint(path)[1], path)
+
+
+def cameras_from_metadata(meta: dict[str, str], path: str | Path = "checkpoint"):
     from radistill.cameras import Cameras
 
-    _, meta = read_checkpoint(path)
     if "cameras" not in meta:
         return None
     try:
         return Cameras.from_dict(json.loads(meta["cameras"]))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: its 'cameras' metadata is malformed ({exc})") from None
+
+
+def background_from_metadata(meta: dict[str, str], path: str | Path = "checkpoint") -> Tensor | None:
+    if "background" not in meta:
+        return None
+    try:
+        value = torch.tensor(json.loads(meta["background"]), dtype=torch.float32)
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its 'background' metadata is malformed ({exc})") from None
+    if value.shape != (3,):
+        raise CheckpointError(f"{path}: 'background' must be 3 numbers, got {value.tolist()}")
+    return value
