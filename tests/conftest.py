@@ -36,3 +36,21 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_scene, tmp_path_factory):
+    """A small hashgrid trained on the tiny built-in scene, saved with its cameras: a conversion teacher."""
+    from radistill.distill.engine import TrainConfig, train
+    from radistill.distill.teachers import ImageTeacher
+    from radistill.fields import create_field
+    from radistill.io.checkpoint import save_field
+
+    torch.manual_seed(0)
+    field = create_field("hashgrid", tiny_scene.aabb, log2_table=14, max_resolution=128, samples_per_ray=96)
+    train(field, ImageTeacher.from_scene(tiny_scene),
+          TrainConfig(steps=200, batch_rays=1024, target_samples=1 << 15, progress=False))
+    path = tmp_path_factory.mktemp("teacher") / "hashgrid.safetensors"
+    save_field(path, field, extra_metadata={"cameras": tiny_scene.cameras[tiny_scene.train_indices].to_dict(),
+                                            "background": tiny_scene.background.tolist()})
+    return path

@@ -1,9 +1,11 @@
 """The training loop shared by every teacher and student.
 
-With an ``ImageTeacher`` only the ray-level colour loss is available, which is training from
-photos. The loop owns what every run needs: the per-kind optimiser groups with an
-exponential learning-rate decay, occupancy-grid refreshes, a progress bar, atomic
-checkpoints with the optimiser and random-generator state, and exact resumption.
+What a step optimises comes from an objective (``objectives.py``): with an ``ImageTeacher``
+only the ray-level colour loss is available, which is training from photos; with a
+``FieldTeacher`` it is progressive volume distillation with active learning. The loop owns
+what every run needs: the per-kind optimiser groups with an exponential learning-rate decay,
+occupancy-grid refreshes, a progress bar with an ETA, atomic checkpoints with the optimiser,
+random-generator and active-learning state, and exact resumption.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from radistill.distill.teachers import ImageTeacher
+from radistill.distill.objectives import DistillConfig, objective_for
+from radistill.distill.teachers import FieldTeacher, ImageTeacher
 from radistill.errors import CheckpointError
 from radistill.fields.base import Representation
 from radistill.io.checkpoint import field_from_checkpoint, read_checkpoint, save_field
@@ -93,45 +96,64 @@ def set_learning_rates(opt: torch.optim.Optimizer, factor: float) -> None:
 
 def save_training_checkpoint(path: Path, student: Representation, opt: torch.optim.Optimizer, step: int,
                              elapsed: float, samples: int, generator: torch.Generator, config: TrainConfig,
-                             metadata: dict[str, Any]) -> None:
+                             metadata: dict[str, Any], objective_state: dict[str, Tensor] | None = None) -> None:
     tensors, groups = optimizer_state(opt)
     tensors["train.generator"] = generator.get_state()
+    tensors.update({f"objective.{k}": v for k, v in (objective_state or {}).items()})
     meta = dict(metadata)
     meta.update({"train_step": step, "train_elapsed": elapsed, "train_samples": samples,
                  "train_config": asdict(config), "optim_groups": groups})
     save_field(path, student, tensors, meta)
 
 
-def train(student: Representation, teacher: ImageTeacher, config: TrainConfig, out_dir: str | Path | None = None,
-          resume: bool = False, metadata: dict[str, Any] | None = None) -> TrainResult:
+def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config: TrainConfig,
+          out_dir: str | Path | None = None, resume: bool = False, metadata: dict[str, Any] | None = None,
+          distill: DistillConfig | None = None, images: ImageTeacher | None = None) -> TrainResult:
     """Fit ``student`` to ``teacher``; returns the steps, time and samples used.
 
     Args:
-        student: the field to train (modified in place).
-        teacher: where supervision comes from.
-        config: steps, budget, batch size, schedule.
+        student: the field to train (modified in place); for a ``FieldTeacher`` build it with
+            ``from_teacher``.
+        teacher: photos (``ImageTeacher``) or a trained field (``FieldTeacher``).
+        config: budget, batch size, schedule, checkpoints. With a field teacher the number of
+            steps is the sum of ``distill.stage_steps``.
         out_dir: where ``checkpoint.safetensors`` goes (None: no checkpoints).
         resume: continue from ``out_dir/checkpoint.safetensors`` if it exists.
         metadata: extra checkpoint metadata (for instance the training cameras).
+        distill: stages, loss weights and active learning (field teachers only).
+        images: original photos mixed into stage 3 of a distillation (optional).
     """
     from tqdm.auto import tqdm
 
     metadata = dict(metadata or {})
     generator = torch.Generator().manual_seed(config.seed)
+    if isinstance(teacher, FieldTeacher):
+        distill = distill or DistillConfig()
+        config = replace(config, steps=distill.steps)
+    objective = objective_for(teacher, generator, distill, images)
     opt = make_optimizer(student)
     step, elapsed, samples = 0, 0.0, 0
     batch_rays = config.batch_rays if config.target_samples is None else min(config.batch_rays, 1024)
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if resume and ckpt is not None and ckpt.exists():
-        step, elapsed, samples, batch_rays, opt = _restore(ckpt, student, generator)
+        step, elapsed, samples, batch_rays, opt = _restore(ckpt, student, generator, objective)
     history: list[dict[str, float]] = []
-    background = teacher.background
-    has_occupancy = hasattr(student, "update_occupancy")
+    updates_occupancy = objective.updates_occupancy and hasattr(student, "update_occupancy")
     by_time = config.max_seconds is not None
     bar = tqdm(total=round(config.max_seconds) if by_time else config.steps, initial=round(elapsed) if by_time else step,
-               disable=not config.progress, desc=f"train {student.kind}", unit="s" if by_time else "step",
-               dynamic_ncols=True)
+               disable=not config.progress, desc=f"{'distill' if distill else 'train'} {student.kind}",
+               unit="s" if by_time else "step", dynamic_ncols=True)
     start = time.perf_counter() - elapsed
+
+    def checkpoint(step_start: tuple[Tensor, dict[str, Tensor]] | None = None) -> None:
+        if step_start is not None:  # interrupted inside a step: save the state as that step found it
+            generator.set_state(step_start[0])
+            objective.load(step_start[1])
+        save_training_checkpoint(ckpt, student, opt, step, time.perf_counter() - start, samples, generator, config,
+                                 {**metadata, "train_batch_rays": batch_rays}, objective.state())
+
+    step_start = None
+
     try:
         while step < config.steps:
             elapsed = time.perf_counter() - start
@@ -143,48 +165,49 @@ def train(student: Representation, teacher: ImageTeacher, config: TrainConfig, o
             if config.max_seconds:
                 progress = max(progress, elapsed / config.max_seconds)
             set_learning_rates(opt, config.lr_final_factor ** min(progress, 1.0))
-            if has_occupancy and step % config.occupancy_every == 0:
+            if updates_occupancy and step % config.occupancy_every == 0:
                 student.update_occupancy(generator)
-            batch = teacher.sample(batch_rays, generator)
-            out = student.render(batch.rays, background, perturb=True, generator=generator)
-            loss = torch.mean((out.rgb - batch.rgb) ** 2)
+            if ckpt is not None:
+                step_start = (generator.get_state(), {k: v.clone() for k, v in objective.state().items()})
+            out = objective.step(student, batch_rays, step, min(progress, 1.0), generator)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            out.loss.backward()
             opt.step()
             step += 1
+            step_start = None
             samples += out.n_samples
             if config.target_samples is not None:
                 ratio = config.target_samples / max(out.n_samples, 1)
                 batch_rays = int(min(max(batch_rays * min(ratio, 2.0), config.min_batch_rays), config.batch_rays))
-            mse = float(loss.detach())
             if step == 1 or step % 25 == 0 or step == config.steps:
-                history.append({"step": step, "loss": mse, "psnr": -10 * math.log10(max(mse, 1e-10)),
-                                "seconds": time.perf_counter() - start})
+                history.append({"step": step, "loss": float(out.loss.detach()), "psnr": out.psnr, "stage": out.stage,
+                                "seconds": time.perf_counter() - start, **out.parts})
             if by_time:
                 bar.update(min(round(time.perf_counter() - start), bar.total) - bar.n)
             else:
                 bar.update(1)
-            bar.set_postfix(step=step, psnr=f"{-10 * math.log10(max(mse, 1e-10)):.2f}", rays=batch_rays,
-                            samples=out.n_samples, refresh=False)
+            postfix = {"step": step, "rays": batch_rays, "samples": out.n_samples}
+            if distill:
+                postfix["stage"] = out.stage
+            if not math.isnan(out.psnr):
+                postfix["psnr"] = f"{out.psnr:.2f}"
+            bar.set_postfix(postfix, refresh=False)
             if ckpt is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_training_checkpoint(ckpt, student, opt, step, time.perf_counter() - start, samples, generator,
-                                         config, {**metadata, "train_batch_rays": batch_rays})
+                checkpoint()
     except KeyboardInterrupt:
         if ckpt is not None:
-            save_training_checkpoint(ckpt, student, opt, step, time.perf_counter() - start, samples, generator,
-                                     config, {**metadata, "train_batch_rays": batch_rays})
+            checkpoint(step_start)
             bar.write(f"interrupted at step {step}; resume with --resume from {ckpt}")
         raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - start
     if ckpt is not None:
-        save_training_checkpoint(ckpt, student, opt, step, elapsed, samples, generator, config,
-                                 {**metadata, "train_batch_rays": batch_rays})
+        checkpoint()
     return TrainResult(step, elapsed, samples, history)
 
 
-def _restore(ckpt: Path, student: Representation, generator: torch.Generator):
+def _restore(ckpt: Path, student: Representation, generator: torch.Generator, objective: Any):
     tensors, meta = read_checkpoint(ckpt)
     if meta.get("kind") != student.kind:
         raise CheckpointError(f"{ckpt}: holds a {meta.get('kind')!r} field, cannot resume a {student.kind!r} run")
@@ -202,6 +225,7 @@ def _restore(ckpt: Path, student: Representation, generator: torch.Generator):
         generator.set_state(tensors["train.generator"])
         step, elapsed, samples = int(meta["train_step"]), float(meta["train_elapsed"]), int(meta["train_samples"])
         batch_rays = int(meta["train_batch_rays"])
+        objective.load({k[len("objective."):]: v for k, v in tensors.items() if k.startswith("objective.")})
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{ckpt}: not a resumable training checkpoint ({exc})") from None
     return step, elapsed, samples, batch_rays, opt

@@ -1,17 +1,22 @@
 """Teachers: what the engine learns from.
 
-A teacher answers questions about rays; an ``ImageTeacher`` (posed photos) can answer only
-ray-level colour, and only for rays of its own cameras.
+An ``ImageTeacher`` (posed photos) can answer only ray-level colour, and only for rays of its
+own cameras; a ``FieldTeacher`` (any trained representation) answers point queries and renders
+any pose, so views are unlimited.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from radistill.cameras import Cameras, Rays
+from radistill.cameras import Cameras, LikeCamerasSampler, Rays, SphereSampler, orbit_poses, with_poses
+from radistill.fields.base import FieldOutputs, Representation
+from radistill.fields.neural import RAW_MIN
 
 
 @dataclass
@@ -48,3 +53,87 @@ class ImageTeacher:
         px = torch.randint(self.cameras.width, (n,), generator=generator)
         rays = self.cameras.rays_for_pixels(cam, px.float() + 0.5, py.float() + 0.5)
         return RayBatch(rays, self.images[cam, py, px])
+
+
+class FieldTeacher:
+    """A trained representation as a teacher: it answers point and ray questions anywhere.
+
+    Poses are drawn like the cameras the teacher was trained with (stored in its checkpoint),
+    or on a sphere around its aabb when those are unknown; views use those cameras'
+    intrinsics. The teacher is never modified.
+
+    Example:
+        >>> teacher = FieldTeacher.from_checkpoint("outputs/demo/hashgrid.safetensors")
+        >>> c2w = teacher.sample_poses(8, torch.Generator().manual_seed(0))
+    """
+
+    def __init__(self, field: Representation, cameras: Cameras | None = None, background: Tensor | None = None) -> None:
+        self.field = field  # queried under no_grad; left as the caller passed it
+        self.background = torch.ones(3) if background is None else torch.as_tensor(background, dtype=torch.float32)
+        if cameras is None:
+            cameras = default_cameras(field.aabb.detach().cpu())
+            center = ((field.aabb[0] + field.aabb[1]) / 2).detach().cpu()
+            radius = float((field.aabb[1] - field.aabb[0]).norm()) * 1.2
+            self.sampler = SphereLikeSampler(cameras, center=center, radius=radius)
+        else:
+            self.sampler = LikeCamerasSampler(cameras)
+        self.cameras = cameras
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> "FieldTeacher":
+        from radistill.io.checkpoint import (background_from_metadata, cameras_from_metadata, field_from_checkpoint,
+                                             read_checkpoint)
+
+        tensors, meta = read_checkpoint(path)
+        field = field_from_checkpoint(tensors, meta, path, device)
+        return cls(field, cameras_from_metadata(meta, path), background_from_metadata(meta, path))
+
+    @property
+    def kind(self) -> str:
+        return self.field.kind
+
+    def sample_poses(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # [n, 4, 4]
+        return self.sampler.sample(n, generator)
+
+    def perturb_poses(self, c2w: Tensor, generator: torch.Generator | None = None) -> Tensor:  # [n, 4, 4]
+        return self.sampler.perturb(c2w, generator)
+
+    def views(self, c2w: Tensor) -> Cameras:
+        """Cameras with the teacher's intrinsics at poses ``c2w`` [n, 4, 4]."""
+        return with_poses(self.cameras, c2w)
+
+    @torch.no_grad()
+    def query(self, x: Tensor, d: Tensor) -> FieldOutputs:
+        """The teacher's volume view at ``x`` [N, 3] along ``d`` [N, 3]: zero density (and the
+        lowest raw log-density in the junction) where its renderer skips space."""
+        out = self.field.query(x, d)
+        empty = self.field.empty_mask(x)
+        if empty is None:
+            return out
+        sigma = torch.where(empty, torch.zeros_like(out.sigma), out.sigma)
+        junction = out.junction
+        if junction is not None:
+            junction = junction.clone()
+            junction[:, 0] = torch.where(empty, torch.full_like(junction[:, 0], RAW_MIN), junction[:, 0])
+        return FieldOutputs(sigma, out.rgb, junction)
+
+
+def default_cameras(aabb: Tensor, resolution: int = 100, fov_deg: float = 40.0) -> Cameras:
+    """A pinhole camera that frames ``aabb`` from 1.2 diagonals away (for teachers without cameras)."""
+    radius = float((aabb[1] - aabb[0]).norm()) * 1.2
+    center = (aabb[0] + aabb[1]) / 2
+    c2w = orbit_poses(8, radius, 30.0, tuple(center.tolist()))
+    focal = 0.5 * resolution / math.tan(math.radians(fov_deg) / 2)
+    return Cameras(c2w, torch.tensor(focal), torch.tensor(focal), torch.tensor(resolution / 2),
+                   torch.tensor(resolution / 2), resolution, resolution)
+
+
+@dataclass
+class SphereLikeSampler(LikeCamerasSampler):
+    """Poses all around the aabb (elevation above -30 degrees), for teachers without cameras."""
+
+    radius: float = 4.0
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # [n, 4, 4]
+        center = tuple(float(c) for c in self.center)
+        return SphereSampler(self.radius, center, hemisphere=False, min_elevation_deg=-30.0).sample(n, generator)

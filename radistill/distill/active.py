@@ -1,0 +1,172 @@
+"""Active learning on three levels (PVD-AL): which poses, rays and points the student learns from.
+
+* poses: a pool of views in play; every refresh, perturbed copies of the views whose rays the
+  student rendered worst replace part of the pool (ranked by the views actually rendered, with
+  their own ray errors), the rest are fresh random poses;
+* rays: a pool of the highest-error rays seen so far, mixed into every batch;
+* points: point losses only on the highest-weight samples of rays that are opaque enough.
+
+Each level can be switched off (``ActiveConfig``); with all three off the student sees
+uniformly random views, rays and samples. Every piece of state is a tensor so that a resumed
+run continues exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from radistill.cameras import Rays
+
+
+@dataclass
+class ActiveConfig:
+    """Active learning options (each level can be switched off for ablation)."""
+
+    poses: bool = True
+    """Re-visit perturbed copies of the views with the lowest PSNR."""
+    rays: bool = True
+    """Mix a pool of the highest-error rays into every batch."""
+    points: bool = True
+    """Point losses only on the top-weight samples of opaque-enough rays."""
+    view_pool: int = 64
+    """Views in play at any time."""
+    refresh_every: int = 25
+    """Steps between refreshes of the view pool."""
+    hard_view_fraction: float = 0.25
+    """Share of the view pool given to perturbed copies of the worst views."""
+    ray_pool: int = 4096
+    """Capacity of the hard-ray pool."""
+    hard_ray_fraction: float = 0.25
+    """Share of each batch taken from the hard-ray pool."""
+    top_k: int = 8
+    """Samples per ray kept for point losses (the highest teacher weights)."""
+    opaque_threshold: float = 0.1
+    """Rays whose teacher opacity is at most this get no point losses."""
+    random_point_fraction: float = 0.05
+    """Share of the other samples kept anyway, so that empty-looking space is supervised too."""
+
+
+class ViewPool:
+    """The views in play, with the squared error of the rays rendered from each."""
+
+    def __init__(self, teacher, size: int, generator: torch.Generator) -> None:
+        self.teacher = teacher
+        self.c2w = teacher.sample_poses(size, generator)  # [V, 4, 4]
+        self.error = torch.zeros(size)  # [V] summed squared error of its rays
+        self.count = torch.zeros(size)  # [V] rays rendered
+
+    def sample_rays(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor]:
+        """``n`` rays through random points of random pool views, and the view of each.  # Rays, [n]"""
+        cams = self.teacher.views(self.c2w)
+        view = torch.randint(len(cams), (n,), generator=generator)
+        px = torch.rand(n, generator=generator) * cams.width
+        py = torch.rand(n, generator=generator) * cams.height
+        return cams.rays_for_pixels(view, px, py), view
+
+    def record(self, view: Tensor, ray_error: Tensor) -> None:
+        """Add the errors of rendered rays (view -1: not from the pool) to their views."""
+        keep = view >= 0
+        self.error.index_add_(0, view[keep], ray_error[keep].detach().float())
+        self.count.index_add_(0, view[keep], torch.ones_like(ray_error[keep]).float())
+
+    def psnr(self) -> Tensor:
+        """PSNR of each view over its rendered rays (NaN for views not rendered yet).  # [V]"""
+        mse = self.error / self.count
+        return -10 * torch.log10(mse.clamp_min(1e-10))
+
+    def refresh(self, generator: torch.Generator, hard_fraction: float) -> None:
+        """New views: perturbed copies of the worst-rendered ones (``hard_fraction``), fresh ones for the rest."""
+        size = self.c2w.shape[0]
+        fresh = self.teacher.sample_poses(size, generator)
+        n_hard = int(round(hard_fraction * size))
+        seen = self.count > 0
+        if n_hard > 0 and bool(seen.any()):
+            psnr = torch.where(seen, self.psnr(), torch.full_like(self.error, float("inf")))
+            worst = torch.argsort(psnr)[:min(n_hard, int(seen.sum()))]
+            fresh[:worst.numel()] = self.teacher.perturb_poses(self.c2w[worst], generator)
+        self.c2w = fresh
+        self.error.zero_()
+        self.count.zero_()
+
+    def state(self) -> dict[str, Tensor]:
+        return {"c2w": self.c2w, "error": self.error, "count": self.count}
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        self.c2w, self.error, self.count = state["c2w"].clone(), state["error"].clone(), state["count"].clone()
+
+
+class HardRayPool:
+    """The highest-error rays seen so far (re-scored whenever they are rendered again)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.rays = torch.zeros(0, 11)  # [P, 11]: origins, directions, viewdirs, near, far
+        self.error = torch.zeros(0)  # [P]
+
+    def __len__(self) -> int:
+        return self.rays.shape[0]
+
+    def take(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor]:
+        """``n`` random pool rays and their slots in the pool.  # Rays, [n]"""
+        slots = torch.randint(len(self), (n,), generator=generator) if n > 0 and len(self) else torch.zeros(0, dtype=torch.long)
+        return _unpack(self.rays[slots]), slots
+
+    def update(self, rays: Rays, error: Tensor, slots: Tensor) -> None:
+        """Re-score the pool rays just rendered (the first ``len(slots)`` of ``rays``), offer the
+        others, and keep the ``capacity`` highest errors."""
+        error = error.detach().float()
+        n_old = slots.numel()
+        pool_error = self.error.clone()
+        if n_old:
+            pool_error[slots] = error[:n_old]
+        candidates = torch.cat([self.rays, _pack(rays[n_old:])])
+        scores = torch.cat([pool_error, error[n_old:]])
+        k = min(self.capacity, scores.numel())
+        top = torch.topk(scores, k).indices
+        self.rays, self.error = candidates[top], scores[top]
+
+    def state(self) -> dict[str, Tensor]:
+        return {"rays": self.rays, "error": self.error}
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        self.rays, self.error = state["rays"].clone(), state["error"].clone()
+
+
+def _pack(rays: Rays) -> Tensor:  # [R, 11]
+    return torch.cat([rays.origins, rays.directions, rays.viewdirs, rays.near[:, None], rays.far[:, None]], -1).cpu()
+
+
+def _unpack(packed: Tensor) -> Rays:
+    return Rays(packed[:, 0:3], packed[:, 3:6], packed[:, 6:9], packed[:, 9], packed[:, 10])
+
+
+def select_points(weights: Tensor, ray_ids: Tensor, opacity: Tensor, top_k: int, opaque_threshold: float,
+                  random_fraction: float, generator: torch.Generator) -> Tensor:
+    """Indices of the samples that get point losses.
+
+    Args:
+        weights: the teacher's compositing weight of each packed sample.  # [M]
+        ray_ids: the ray of each sample.  # [M]
+        opacity: the teacher's opacity of each ray.  # [R]
+        top_k: samples per ray kept, highest weights first.
+        opaque_threshold: rays at or below this opacity keep none.
+        random_fraction: share of the remaining samples kept at random.
+    Returns:
+        sorted sample indices.  # [P] long
+    """
+    m = weights.numel()
+    if m == 0:
+        return torch.zeros(0, dtype=torch.long, device=weights.device)
+    by_weight = torch.argsort(weights, descending=True, stable=True)
+    order = by_weight[torch.argsort(ray_ids[by_weight], stable=True)]  # grouped by ray, heaviest first
+    sorted_rays = ray_ids[order]
+    first = torch.searchsorted(sorted_rays, sorted_rays, side="left")
+    rank = torch.arange(m, device=weights.device) - first
+    keep = torch.zeros(m, dtype=torch.bool, device=weights.device)
+    keep[order] = (rank < top_k) & (opacity[sorted_rays] > opaque_threshold) & (weights[order] > 0)
+    if random_fraction > 0:
+        keep |= torch.rand(m, generator=generator).to(weights.device) < random_fraction
+    return keep.nonzero()[:, 0]

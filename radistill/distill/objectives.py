@@ -1,0 +1,231 @@
+"""What one training step optimises: photos (``PhotoObjective``) or a teacher field (``DistillObjective``).
+
+Progressive volume distillation (PVD) runs in three stages, each adding losses to the last:
+
+1. the junction: the student's 16-d junction (clamped raw log-density + 15 features) against
+   the teacher's, at the same points (neural teacher and student only);
+2. + density in log space (both clamped to the shared range) and point colour;
+3. + the student's rendering against the teacher's rendering of the same rays.
+
+Teacher and student are evaluated on the *same* packed samples, marched through the student's
+occupancy grid (which ``from_teacher`` filled from the teacher's visible density). In stages 1
+and 2 the student is queried only at the points that get point losses, so with point-level
+active learning those stages cost little more than the teacher's own rendering.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from radistill.cameras import Rays
+from radistill.distill.active import ActiveConfig, HardRayPool, ViewPool, select_points
+from radistill.distill.teachers import FieldTeacher, ImageTeacher
+from radistill.errors import ConfigError
+from radistill.fields.neural import RAW_MAX, RAW_MIN
+from radistill.render.volume import composite, march
+
+LOG_DENSITY_MIN, LOG_DENSITY_MAX = RAW_MIN, RAW_MAX
+
+
+@dataclass
+class StepLoss:
+    """One step's loss and what the progress bar and history show."""
+
+    loss: Tensor
+    n_samples: int
+    psnr: float  # of the rendered colour when the step rendered, else NaN
+    stage: int = 3
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class PhotoObjective:
+    """Training from posed photos: the rendered colour of random pixels against the photo."""
+
+    updates_occupancy = True
+
+    def __init__(self, teacher: ImageTeacher) -> None:
+        self.teacher = teacher
+        self.background = teacher.background
+
+    def step(self, student, n_rays: int, step: int, progress: float, generator: torch.Generator) -> StepLoss:
+        batch = self.teacher.sample(n_rays, generator)
+        out = student.render(batch.rays, self.background, perturb=True, generator=generator)
+        loss = torch.mean((out.rgb - batch.rgb) ** 2)
+        return StepLoss(loss, out.n_samples, _psnr(float(loss.detach())))
+
+    def state(self) -> dict[str, Tensor]:
+        return {}
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        pass
+
+
+@dataclass
+class DistillConfig:
+    """Stages, loss weights and active learning of a distillation (PVD-AL)."""
+
+    stage_steps: tuple[int, int, int] = (400, 600, 2000)
+    """Steps of stage 1 (junction), 2 (+ log density and point colour) and 3 (+ rendered colour).
+    Under a time budget the stages keep these shares of the time."""
+    junction_weight: float = 1.0
+    density_weight: float = 0.1
+    color_weight: float = 1.0
+    rgb_weight: float = 1.0
+    active: ActiveConfig = field(default_factory=ActiveConfig)
+    image_fraction: float = 0.25
+    """Share of each stage-3 batch taken from the original photos, when they are given."""
+
+    def __post_init__(self) -> None:
+        if len(self.stage_steps) != 3 or any(s < 0 for s in self.stage_steps) or sum(self.stage_steps) == 0:
+            raise ConfigError(f"stage_steps must be three non-negative step counts with a positive sum, "
+                              f"got {self.stage_steps}")
+        if not 0 <= self.image_fraction < 1:
+            raise ConfigError(f"image_fraction must be in [0, 1), got {self.image_fraction}")
+
+    @property
+    def steps(self) -> int:
+        return sum(self.stage_steps)
+
+    def stage_at(self, progress: float) -> int:
+        """The stage (1, 2 or 3) in force at ``progress`` in [0, 1] of the run."""
+        s1, s2, _ = self.stage_steps
+        total = self.steps
+        if progress < s1 / total:
+            return 1
+        if progress < (s1 + s2) / total:
+            return 2
+        return 3
+
+
+def log_density(sigma: Tensor) -> Tensor:
+    """Log-density clamped to the range every neural kind shares.  # [N]"""
+    return torch.log(sigma.clamp(math.exp(LOG_DENSITY_MIN), math.exp(LOG_DENSITY_MAX)))
+
+
+def clamped_junction(junction: Tensor) -> Tensor:
+    """The junction with its raw log-density clamped to the shared range.  # [N, 16]"""
+    return torch.cat([junction[:, :1].clamp(LOG_DENSITY_MIN, LOG_DENSITY_MAX), junction[:, 1:]], -1)
+
+
+class DistillObjective:
+    """A student learning from a ``FieldTeacher`` through the three PVD stages with active learning."""
+
+    updates_occupancy = False  # the student's grid already holds the teacher's scene
+
+    def __init__(self, teacher: FieldTeacher, config: DistillConfig, generator: torch.Generator,
+                 images: ImageTeacher | None = None) -> None:
+        self.teacher = teacher
+        self.config = config
+        self.images = images
+        self.background = teacher.background
+        self.views = ViewPool(teacher, config.active.view_pool, generator)
+        self.hard_rays = HardRayPool(config.active.ray_pool)
+
+    def step(self, student, n_rays: int, step: int, progress: float, generator: torch.Generator) -> StepLoss:
+        cfg, al = self.config, self.config.active
+        stage = cfg.stage_at(progress)
+        if step > 0 and step % al.refresh_every == 0:
+            self.views.refresh(generator, al.hard_view_fraction if al.poses else 0.0)
+        n_photo = int(n_rays * cfg.image_fraction) if (self.images is not None and stage == 3) else 0
+        rays, view, pool_slots = self._draw_rays(n_rays - n_photo, generator)
+        device = student.aabb.device
+        rays = rays.to(device)
+        samples = march(rays, student.aabb, student.step_size, student.occupancy, True, generator)
+        early_stop = student.config.early_stop
+        viewdirs = rays.viewdirs[samples.ray_ids]
+        t = self.teacher.query(samples.positions, viewdirs)
+        t_comp = composite(t.sigma, t.rgb, samples, early_stop)
+        bg = self.background.to(device)
+        target = t_comp.rgb + (1 - t_comp.opacity)[:, None] * bg
+        if al.points:
+            points = select_points(t_comp.weights, samples.ray_ids, t_comp.opacity, al.top_k, al.opaque_threshold,
+                                   al.random_point_fraction, generator)
+        else:
+            points = torch.arange(samples.ray_ids.numel(), device=device)
+
+        parts: dict[str, Tensor] = {}
+        rendered = None
+        if stage == 3:
+            s_all = student.query(samples.positions, viewdirs)
+            s_comp = composite(s_all.sigma, s_all.rgb, samples, early_stop)
+            rendered = s_comp.rgb + (1 - s_comp.opacity)[:, None] * bg
+            s_sigma, s_rgb = s_all.sigma[points], s_all.rgb[points]
+            s_junction = None if s_all.junction is None else s_all.junction[points]
+            n_samples = samples.ray_ids.numel()
+        else:
+            s = student.query(samples.positions[points], viewdirs[points])
+            s_sigma, s_rgb, s_junction = s.sigma, s.rgb, s.junction
+            n_samples = points.numel()
+
+        point_error = torch.zeros(points.numel(), device=device)
+        if s_junction is not None and t.junction is not None:
+            err = ((clamped_junction(s_junction) - clamped_junction(t.junction[points])) ** 2).mean(-1)
+            parts["junction"] = cfg.junction_weight * _mean(err)
+            point_error = point_error + err.detach()
+        if stage >= 2 or parts.get("junction") is None:
+            d_err = (log_density(s_sigma) - log_density(t.sigma[points])) ** 2
+            c_err = ((s_rgb - t.rgb[points]) ** 2).mean(-1)
+            parts["density"] = cfg.density_weight * _mean(d_err)
+            parts["color"] = cfg.color_weight * _mean(c_err)
+            point_error = point_error + c_err.detach()
+        if rendered is not None:
+            ray_error = ((rendered - target) ** 2).mean(-1)
+            parts["rgb"] = cfg.rgb_weight * ray_error.mean()
+            ray_error = ray_error.detach()
+        else:  # rank rays by their point errors until the student renders
+            ray_error = torch.zeros(len(rays), device=device).index_add(0, samples.ray_ids[points], point_error)
+        if n_photo:
+            batch = self.images.sample(n_photo, generator)
+            out = student.render(batch.rays.to(device), bg, perturb=True, generator=generator)
+            parts["photo"] = torch.mean((out.rgb - batch.rgb.to(device)) ** 2)
+            n_samples += out.n_samples
+
+        self.views.record(view, ray_error.cpu())
+        if al.rays:
+            self.hard_rays.update(rays, ray_error.cpu(), pool_slots)
+        loss = sum(parts.values())
+        psnr = _psnr(float(parts["rgb"].detach()) / cfg.rgb_weight) if "rgb" in parts and cfg.rgb_weight else math.nan
+        return StepLoss(loss, n_samples, psnr, stage, {k: float(v.detach()) for k, v in parts.items()})
+
+    def _draw_rays(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor, Tensor]:
+        """Pool rays first (hard-ray level), then fresh rays of the views in play."""
+        al = self.config.active
+        n_hard = int(n * al.hard_ray_fraction) if al.rays and len(self.hard_rays) else 0
+        hard, slots = self.hard_rays.take(n_hard, generator)
+        fresh, view = self.views.sample_rays(n - n_hard, generator)
+        view = torch.cat([torch.full((n_hard,), -1, dtype=torch.long), view])
+        return Rays.cat([hard, fresh]), view, slots
+
+    def state(self) -> dict[str, Tensor]:
+        out = {f"views.{k}": v for k, v in self.views.state().items()}
+        out.update({f"rays.{k}": v for k, v in self.hard_rays.state().items()})
+        return out
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        self.views.load({k[6:]: v for k, v in state.items() if k.startswith("views.")})
+        self.hard_rays.load({k[5:]: v for k, v in state.items() if k.startswith("rays.")})
+
+
+def _mean(x: Tensor) -> Tensor:
+    return x.mean() if x.numel() else x.sum()
+
+
+def _psnr(mse: float) -> float:
+    return -10 * math.log10(max(mse, 1e-10))
+
+
+def objective_for(teacher: Any, generator: torch.Generator, config: DistillConfig | None = None,
+                  images: ImageTeacher | None = None):
+    """The objective that learns from ``teacher`` (photos or a field)."""
+    if isinstance(teacher, (PhotoObjective, DistillObjective)):
+        return teacher
+    if isinstance(teacher, ImageTeacher):
+        return PhotoObjective(teacher)
+    if isinstance(teacher, FieldTeacher):
+        return DistillObjective(teacher, config or DistillConfig(), generator, images)
+    raise ConfigError(f"cannot learn from a {type(teacher).__name__}; expected an ImageTeacher or a FieldTeacher")
