@@ -6,6 +6,7 @@ Example:
     >>> import radistill
     >>> scene = radistill.load_scene("../shared/data/nerf_synthetic/lego", downscale=8)
     >>> field = radistill.load_field("outputs/demo/hashgrid.safetensors")
+    >>> mlp = radistill.convert("outputs/demo/hashgrid.safetensors", to="mlp").student
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _LAZY = {
     "load_field": ("radistill.io.checkpoint", "load_field"),
     "save_field": ("radistill.io.checkpoint", "save_field"),
     "train": ("radistill.distill.engine", "train"),
+    "convert": ("radistill.conversion", "convert"),
+    "ConvertConfig": ("radistill.conversion", "ConvertConfig"),
 }
 
 __all__ = ["RadistillError", "__version__", *_LAZY]

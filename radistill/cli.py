@@ -1,4 +1,4 @@
-"""The ``radistill`` command: ``train``, ``render``, ``eval`` and ``demo``.
+"""The ``radistill`` command: ``train``, ``convert``, ``render``, ``eval`` and ``demo``.
 
 Only the standard library and tyro are imported at start-up, so ``radistill --help`` is fast;
 each command imports what it needs when it runs. User errors print ``error: ...`` and exit
@@ -90,6 +90,68 @@ class Train:
 
 
 @dataclass
+class Convert:
+    """Convert a trained field to another kind (progressive volume distillation with active learning).
+
+    Needs no photos: the teacher renders random poses drawn like its training cameras.
+    """
+
+    teacher: Annotated[Path, tyro.conf.Positional]
+    """A radistill .safetensors field (the output of train or convert)."""
+    to: str
+    """Kind to convert to: mlp, hashgrid, tensorf-vm or tensorf-cp."""
+    output: Path = Path("outputs/convert")
+    """Folder for checkpoint.safetensors (resumable), <kind>.safetensors and report.json."""
+    stage_steps: tuple[int, int, int] = (400, 600, 2000)
+    """Steps of stage 1 (junction), 2 (+ log density and point colour) and 3 (+ rendered colour)."""
+    max_seconds: Optional[float] = None
+    """Stop after this many seconds; the stages keep their shares of the time."""
+    batch_rays: Optional[int] = None
+    """Most rays per step (default: the student kind's own, 256 for mlp, else 4096)."""
+    images: Optional[str] = None
+    """The teacher's original photos (scene folder): mixed into stage 3, and a held-out PSNR is reported."""
+    downscale: float = 1.0
+    """Downscale of --images (8 turns lego's 800x800 into 100x100)."""
+    active_poses: bool = True
+    """Active learning: re-visit perturbed copies of the worst-rendered views."""
+    active_rays: bool = True
+    """Active learning: mix a pool of the highest-error rays into every batch."""
+    active_points: bool = True
+    """Active learning: point losses only on the top-weight samples of opaque-enough rays."""
+    resume: bool = False
+    """Continue the conversion in --output from its last checkpoint."""
+    checkpoint_every: int = 250
+    """Steps between resumable checkpoints."""
+    seed: int = 0
+    set: tuple[str, ...] = ()
+    """Options of the student kind as key=value, e.g. --set log2_table=17."""
+
+    def run(self) -> None:
+        from radistill.conversion import ConvertConfig, convert
+        from radistill.distill.active import ActiveConfig
+        from radistill.distill.objectives import DistillConfig
+        from radistill.fields import kind_class
+
+        kind_class(self.to)  # an unknown kind fails before the teacher is loaded
+        options = _parse_overrides(self.set)
+        images = None
+        if self.images is not None:
+            from radistill.datasets import load_scene
+
+            images = load_scene(self.images, downscale=self.downscale, background=_background_tuple(self.teacher))
+        active = ActiveConfig(poses=self.active_poses, rays=self.active_rays, points=self.active_points)
+        config = ConvertConfig(distill=DistillConfig(stage_steps=self.stage_steps, active=active),
+                               max_seconds=self.max_seconds, batch_rays=self.batch_rays,
+                               checkpoint_every=self.checkpoint_every, seed=self.seed)
+        result = convert(self.teacher, self.to, config, options, images, self.output, self.resume)
+        r = result.report
+        print(f"converted {r['from']} -> {r['to']} in {r['steps']} steps ({r['seconds']:.0f} s); saved {result.path}")
+        print(f"PSNR vs the teacher on {r['report_views']} random views: {r['psnr_vs_teacher']:.2f} dB")
+        if "psnr_heldout" in r:
+            print(f"held-out PSNR vs the photos: {r['psnr_heldout']:.2f} dB")
+
+
+@dataclass
 class Render:
     """Render a checkpoint: the cameras of a scene split, or a turntable GIF."""
 
@@ -140,12 +202,14 @@ class Render:
 
 
 def _background(path: Path):
-    import torch
+    from radistill.io.checkpoint import checkpoint_background
 
-    from radistill.io.checkpoint import read_checkpoint
+    return checkpoint_background(path)
 
-    _, meta = read_checkpoint(path)
-    return torch.tensor(json.loads(meta["background"])) if "background" in meta else None
+
+def _background_tuple(path: Path):
+    saved = _background(path)
+    return None if saved is None else tuple(saved.tolist())
 
 
 @dataclass
@@ -169,10 +233,7 @@ class Eval:
         from radistill.io.checkpoint import load_field
 
         field = load_field(self.checkpoint)
-        background = self.background
-        if background is None:
-            saved = _background(self.checkpoint)
-            background = None if saved is None else tuple(saved.tolist())
+        background = self.background if self.background is not None else _background_tuple(self.checkpoint)
         scene = load_scene(self.data, downscale=self.downscale, background=background)
         result = {"checkpoint": str(self.checkpoint), "data": self.data, "split": self.split,
                   **evaluate_split(field, scene, self.split, progress=True)}
@@ -185,7 +246,7 @@ class Eval:
 
 @dataclass
 class Demo:
-    """The main job on the built-in scene: train a hashgrid, evaluate, render a turntable."""
+    """The main job on the built-in scene: train a hashgrid, evaluate, render a turntable, convert it to every other kind."""
 
     output: Path = Path("outputs/demo")
     """Everything goes here."""
@@ -193,15 +254,18 @@ class Demo:
     """Training budget of the hashgrid teacher."""
     resolution: int = 64
     """Image size of the built-in scene."""
+    convert_seconds: float = 40.0
+    """Budget of each conversion of the hashgrid to mlp, tensorf-vm and tensorf-cp (0: skip them)."""
 
     def run(self) -> None:
         from radistill.demo import run_demo
 
-        run_demo(self.output, self.seconds, self.resolution)
+        run_demo(self.output, self.seconds, self.resolution, convert_seconds=self.convert_seconds)
 
 
 Command = Union[
     Annotated[Train, tyro.conf.subcommand("train")],
+    Annotated[Convert, tyro.conf.subcommand("convert")],
     Annotated[Render, tyro.conf.subcommand("render")],
     Annotated[Eval, tyro.conf.subcommand("eval")],
     Annotated[Demo, tyro.conf.subcommand("demo")],

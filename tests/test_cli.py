@@ -21,7 +21,7 @@ def cli(*args, timeout=600):
 def test_help_lists_commands_and_start_up_is_light():
     out = cli("--help")
     assert out.returncode == 0
-    for cmd in ("train", "render", "eval", "demo"):
+    for cmd in ("train", "convert", "render", "eval", "demo"):
         assert cmd in out.stdout
     assert cli("train", "--help").returncode == 0
     probe = subprocess.run([sys.executable, "-c", "import sys, radistill.cli; print('torch' in sys.modules)"],

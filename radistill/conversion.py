@@ -1,0 +1,151 @@
+"""Any-to-any conversion: a trained field in, a field of another kind out.
+
+``convert`` is the whole job in one call: load the teacher, build the student with
+``from_teacher``, distill it (PVD stages with active learning), save it, and report how close
+it came to the teacher (and to held-out photos when they are given).
+
+Example:
+    >>> import radistill
+    >>> result = radistill.convert("outputs/demo/hashgrid.safetensors", to="mlp",
+    ...                            config=radistill.ConvertConfig(max_seconds=60))
+    >>> result.report["psnr_vs_teacher"]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from radistill.distill.engine import TrainConfig, TrainResult, train
+from radistill.distill.objectives import DistillConfig
+from radistill.distill.teachers import FieldTeacher, ImageTeacher
+from radistill.errors import ConfigError
+from radistill.fields.base import Representation, config_from_dict, kind_class
+from radistill.io.checkpoint import save_field
+from radistill.metrics import psnr
+
+
+@dataclass
+class ConvertConfig:
+    """A conversion: the distillation and the loop that runs it."""
+
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Stages, loss weights, active learning."""
+    max_seconds: float | None = None
+    """Wall-clock budget (the stages keep their shares of it); None: run all stage steps."""
+    batch_rays: int | None = None
+    """Most rays per step (default: the student kind's own, 256 for mlp, else 4096)."""
+    checkpoint_every: int = 250
+    """Steps between resumable checkpoints (0: only at the end)."""
+    seed: int = 0
+    progress: bool = True
+    report_views: int = 8
+    """Random teacher poses on which the final report compares student and teacher."""
+
+    def train_config(self, default_batch_rays: int = 4096) -> TrainConfig:
+        return TrainConfig(steps=self.distill.steps, max_seconds=self.max_seconds,
+                           batch_rays=self.batch_rays or default_batch_rays,
+                           checkpoint_every=self.checkpoint_every, seed=self.seed, progress=self.progress)
+
+
+@dataclass
+class ConvertResult:
+    student: Representation
+    train: TrainResult
+    report: dict[str, Any]
+    path: Path | None = None
+
+
+def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config: ConvertConfig | None = None,
+            student_options: dict[str, Any] | None = None, images: Any = None, output: str | Path | None = None,
+            resume: bool = False) -> ConvertResult:
+    """Convert a trained field to another kind.
+
+    Args:
+        teacher: a radistill checkpoint path, a field, or a ``FieldTeacher``.
+        to: the student's kind (``mlp``, ``hashgrid``, ``tensorf-vm``, ``tensorf-cp``).
+        config: distillation options (defaults: 3000 steps, all active learning on).
+        student_options: options of the student's kind, e.g. ``{"log2_table": 17}``.
+        images: a ``SceneData`` of the original photos: mixed into stage 3, and the report
+            adds the held-out PSNR.
+        output: folder for ``checkpoint.safetensors`` (resumable), ``<kind>.safetensors`` and
+            ``report.json``; None keeps everything in memory.
+        resume: continue an interrupted conversion in ``output``.
+    """
+    config = config or ConvertConfig()
+    source = str(teacher) if isinstance(teacher, (str, Path)) else None
+    teacher = _as_teacher(teacher)
+    cls = kind_class(to)
+    if to == teacher.kind:
+        raise ConfigError(f"the teacher is already a {to!r} field; pick another --to kind")
+    if not hasattr(cls, "from_teacher"):
+        raise ConfigError(f"{to!r} cannot be distilled from a teacher")
+    image_teacher = None
+    if images is not None:
+        _check_same_scene(teacher, images)
+        image_teacher = ImageTeacher.from_scene(images)
+    options = config_from_dict(cls.Config, dict(student_options or {}), source=f"{to} options")
+    torch.manual_seed(config.seed)
+    student = cls.from_teacher(teacher.field, options)
+    out_dir = Path(output) if output is not None else None
+    metadata = {"cameras": teacher.cameras.to_dict(), "background": teacher.background.tolist(),
+                "converted_from": teacher.kind, "distill_config": asdict(config.distill)}
+    if source is not None:
+        metadata["teacher"] = source
+    result = train(student, teacher, config.train_config(cls.student_batch_rays), out_dir, resume, metadata, config.distill, image_teacher)
+    t0 = time.perf_counter()
+    report = {"from": teacher.kind, "to": to, "steps": result.steps, "seconds": round(result.seconds, 1),
+              "samples_per_s": round(result.samples_per_s)}
+    report.update(compare_on_views(student, teacher, config.report_views))
+    if images is not None and images.test_indices:
+        from radistill.evaluate import evaluate_split
+
+        report["psnr_heldout"] = round(evaluate_split(student, images, "test")["psnr"], 3)
+    report["report_seconds"] = round(time.perf_counter() - t0, 1)
+    path = None
+    if out_dir is not None:
+        path = save_field(out_dir / f"{to}.safetensors", student, extra_metadata=metadata)
+        (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return ConvertResult(student, result, report, path)
+
+
+def compare_on_views(student: Representation, teacher: FieldTeacher, n_views: int, seed: int = 1234) -> dict[str, float]:
+    """PSNR of the student against the teacher's own renders of ``n_views`` random teacher poses."""
+    from radistill.evaluate import render_image
+
+    if n_views <= 0:
+        return {}
+    generator = torch.Generator().manual_seed(seed)
+    cams = teacher.views(teacher.sample_poses(n_views, generator))
+    scores = []
+    student.eval()
+    for k in range(n_views):
+        ref = render_image(teacher.field, cams, k, teacher.background)["rgb"]
+        pred = render_image(student, cams, k, teacher.background)["rgb"]
+        scores.append(psnr(pred, ref))
+    student.train()
+    return {"psnr_vs_teacher": round(sum(scores) / len(scores), 3), "report_views": n_views}
+
+
+def _as_teacher(teacher: Any) -> FieldTeacher:
+    if isinstance(teacher, FieldTeacher):
+        return teacher
+    if isinstance(teacher, (str, Path)):
+        return FieldTeacher.from_checkpoint(teacher)
+    if isinstance(teacher, Representation):
+        return FieldTeacher(teacher)
+    raise ConfigError(f"a teacher must be a checkpoint path, a field or a FieldTeacher, not {type(teacher).__name__}")
+
+
+def _check_same_scene(teacher: FieldTeacher, scene: Any) -> None:
+    """The photos must live in the teacher's frame: same aabb (within 1%)."""
+    a, b = teacher.field.aabb.detach().cpu(), scene.aabb.cpu()
+    tol = 0.01 * float((a[1] - a[0]).norm())
+    if not torch.allclose(a, b, atol=tol):
+        raise ConfigError(f"the teacher's aabb {a.tolist()} does not match the aabb of the photos' scene "
+                          f"{scene.name!r} {b.tolist()}: were they made from the same capture?")
