@@ -1,0 +1,155 @@
+"""Any-to-any conversion on lego 100x100: the 12-pair matrix, the PVD-AL headline, the ablation.
+
+Run (about 75 minutes on a 2-core CPU; the teachers come from the training benchmark):
+    python benchmarks/train.py --scene lego            # 40 min, once: writes outputs/bench_train/lego_<kind>.safetensors
+    python benchmarks/convert.py                       # matrix + headline + ablation
+    python benchmarks/convert.py --only matrix --pairs hashgrid->mlp
+
+* matrix: every ordered pair among mlp, hashgrid, tensorf-vm, tensorf-cp, each conversion given
+  ``--budget`` seconds (default 120, a fifth of its teacher's 600). Target: every student within
+  1.0 dB of its teacher's held-out PSNR.
+* headline: hashgrid -> mlp given a tenth (60 s) of the 600 s that the mlp teacher had from
+  scratch; the from-scratch mlp is measured here too (``scratch/lego/mlp``, the teacher file).
+* ablation: hashgrid -> mlp and hashgrid -> tensorf-vm at equal time (``--ablation-budget``)
+  with no active learning, each single level, and all three.
+
+Held-out PSNR is against the photos ``i % 8 == 0``; ``psnr_teacher`` compares the student with
+the teacher's renders of those same held-out poses. Writes benchmarks/results/convert_lego_cpu.json
+and .md (records merge by id, so partial runs update their own rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from common import DATA, write_results  # noqa: E402
+from train import PRESETS  # noqa: E402
+
+from radistill.conversion import ConvertConfig, convert  # noqa: E402
+from radistill.datasets import load_scene  # noqa: E402
+from radistill.distill.active import ActiveConfig  # noqa: E402
+from radistill.distill.objectives import DistillConfig  # noqa: E402
+from radistill.distill.teachers import FieldTeacher  # noqa: E402
+from radistill.evaluate import evaluate_split, render_image  # noqa: E402
+from radistill.metrics import psnr  # noqa: E402
+
+KINDS = ["hashgrid", "tensorf-vm", "tensorf-cp", "mlp"]
+STAGES = (1000, 2000, 5000)  # shares of the budget: 12.5% junction, 25% + density/colour, 62.5% + RGB
+LEVELS = {"none": (False, False, False), "pose": (True, False, False), "ray": (False, True, False),
+          "point": (False, False, True), "pose+ray+point": (True, True, True)}
+
+
+class Bench:
+    def __init__(self, teachers: Path, renders: Path) -> None:
+        self.scene = load_scene(DATA / "nerf_synthetic" / "lego", downscale=8)
+        self.teachers_dir = teachers
+        self.renders = renders
+        self._teachers: dict[str, FieldTeacher] = {}
+        self._teacher_images: dict[str, list[torch.Tensor]] = {}
+        self.teacher_psnr: dict[str, float] = {}
+
+    def teacher(self, kind: str) -> FieldTeacher:
+        if kind not in self._teachers:
+            path = self.teachers_dir / f"lego_{kind}.safetensors"
+            if not path.exists():
+                sys.exit(f"missing teacher {path}: run `python benchmarks/train.py --scene lego` first")
+            self._teachers[kind] = FieldTeacher.from_checkpoint(path)
+            field = self._teachers[kind].field
+            _, cams = self.scene.split("test")
+            self._teacher_images[kind] = [render_image(field, cams, k, self.scene.background)["rgb"] for k in range(len(cams))]
+            self.teacher_psnr[kind] = evaluate_split(field, self.scene, "test")["psnr"]
+            print(f"teacher {kind}: held-out PSNR {self.teacher_psnr[kind]:.2f} dB")
+        return self._teachers[kind]
+
+    def run(self, src: str, dst: str, budget: float, levels: str = "pose+ray+point", record_id: str | None = None,
+            save_renders: bool = False) -> dict:
+        teacher = self.teacher(src)
+        poses, rays, points = LEVELS[levels]
+        config = ConvertConfig(distill=DistillConfig(stage_steps=STAGES, active=ActiveConfig(poses, rays, points)),
+                               max_seconds=budget, checkpoint_every=0, progress=False, report_views=0)
+        result = convert(teacher, dst, config, dict(PRESETS[dst]))
+        student = result.student
+        ev = evaluate_split(student, self.scene, "test", save_dir=self.renders / f"{src}_to_{dst}" if save_renders else None)
+        _, cams = self.scene.split("test")
+        vs_teacher = [psnr(render_image(student, cams, k, self.scene.background)["rgb"], ref)
+                      for k, ref in enumerate(self._teacher_images[src])]
+        record = {
+            "id": record_id or f"convert/lego/{src}->{dst}",
+            "params": {"res": "100x100", "holdout": "i%8==0", "budget_s": budget, "al": levels, "stage_steps": list(STAGES),
+                       "preset": PRESETS[dst], "batch_rays": config.batch_rays or type(student).student_batch_rays},
+            "metrics": {"psnr": round(ev["psnr"], 3), "ssim": round(ev["ssim"], 4),
+                        "psnr_teacher": round(sum(vs_teacher) / len(vs_teacher), 3),
+                        "teacher_heldout_psnr": round(self.teacher_psnr[src], 3),
+                        "delta_db": round(ev["psnr"] - self.teacher_psnr[src], 3),
+                        "seconds": round(result.train.seconds, 1), "steps": result.train.steps},
+        }
+        m = record["metrics"]
+        print(f"{record['id']}: {m['psnr']:.2f} dB held-out ({m['delta_db']:+.2f} vs teacher), "
+              f"{m['psnr_teacher']:.2f} dB vs teacher, {m['steps']} steps in {m['seconds']:.0f} s", flush=True)
+        return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=["matrix", "headline", "ablation"],
+                        default=["matrix", "headline", "ablation"])
+    parser.add_argument("--pairs", nargs="+", help="matrix pairs as src->dst (default: all 12)")
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds per matrix conversion")
+    parser.add_argument("--headline-budget", type=float, default=60.0)
+    parser.add_argument("--ablation-budget", type=float, default=60.0)
+    parser.add_argument("--teachers", type=Path, default=Path("outputs/bench_train"))
+    parser.add_argument("--renders", type=Path, default=Path("outputs/bench_convert"))
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    common.GIT_AT_START = common.git_commit()
+    torch.manual_seed(0)
+    bench = Bench(args.teachers, args.renders)
+    records: list[dict] = []
+
+    def flush() -> None:  # write after every record: a long run interrupted keeps what it measured
+        if not args.no_write and records:
+            write(records)
+
+    if "headline" in args.only:
+        bench.teacher("mlp")
+        records.append({"id": "scratch/lego/mlp", "params": {"res": "100x100", "holdout": "i%8==0", "budget_s": 600,
+                                                             "source": "benchmarks/train.py (the mlp teacher)"},
+                        "metrics": {"psnr": round(bench.teacher_psnr["mlp"], 3)}})
+        rec = bench.run("hashgrid", "mlp", args.headline_budget, record_id="convert/lego/hashgrid->mlp@60s")
+        rec["metrics"]["scratch_psnr"] = round(bench.teacher_psnr["mlp"], 3)
+        rec["metrics"]["gain_over_scratch_db"] = round(rec["metrics"]["psnr"] - bench.teacher_psnr["mlp"], 3)
+        rec["params"]["scratch_budget_s"] = 600
+        records.append(rec)
+        flush()
+    if "matrix" in args.only:
+        pairs = [p.split("->") for p in args.pairs] if args.pairs else [(s, d) for s in KINDS for d in KINDS if s != d]
+        for src, dst in pairs:
+            records.append(bench.run(src, dst, args.budget, save_renders=True))
+            flush()
+    if "ablation" in args.only:
+        for dst in ("mlp", "tensorf-vm"):
+            for levels in LEVELS:
+                records.append(bench.run("hashgrid", dst, args.ablation_budget, levels,
+                                         record_id=f"ablation/lego/hashgrid->{dst}/{levels}"))
+                flush()
+
+
+def write(records: list[dict]) -> None:
+    cols = [("PSNR", "psnr"), ("teacher PSNR", "teacher_heldout_psnr"), ("Δ dB", "delta_db"),
+            ("PSNR vs teacher", "psnr_teacher"), ("SSIM", "ssim"), ("seconds", "seconds"), ("steps", "steps"),
+            ("budget s", "budget_s"), ("AL", "al")]
+    path = write_results("convert_lego_cpu", "convert", records, cols)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"total {time.perf_counter() - t0:.0f} s")
