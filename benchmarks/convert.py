@@ -41,7 +41,7 @@ from radistill.evaluate import evaluate_split, render_image  # noqa: E402
 from radistill.metrics import psnr  # noqa: E402
 
 KINDS = ["hashgrid", "tensorf-vm", "tensorf-cp", "mlp"]
-STAGES = (1000, 2000, 5000)  # shares of the budget: 12.5% junction, 25% + density/colour, 62.5% + RGB
+STAGES = (10_000, 20_000, 50_000)  # shares of the budget (12.5% junction, 25% + density/colour, 62.5% + RGB); enough steps that the time budget binds
 LEVELS = {"none": (False, False, False), "pose": (True, False, False), "ray": (False, True, False),
           "point": (False, False, True), "pose+ray+point": (True, True, True)}
 

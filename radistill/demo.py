@@ -79,7 +79,7 @@ def run_demo(output: Path = Path("outputs/demo"), seconds: float = 120.0, resolu
              "samples_per_s": result.samples_per_s, "psnr_vs_teacher": None, "psnr": ev["psnr"], "ssim": ev["ssim"]}]
     for kind, options in DEMO_STUDENTS.items() if convert_seconds > 0 else ():
         print(f"converting hashgrid -> {kind} ({convert_seconds:.0f} s) ...")
-        config = ConvertConfig(distill=DistillConfig(stage_steps=(500, 1000, 3500)), max_seconds=convert_seconds,
+        config = ConvertConfig(distill=DistillConfig(stage_steps=(5000, 10000, 35000)), max_seconds=convert_seconds,
                                seed=seed, report_views=4)
         conv = convert(output / "hashgrid.safetensors", kind, config, options, output=output / f"convert_{kind}")
         ev_kind = evaluate_split(conv.student, scene, "test", save_dir=output / "renders" / kind)
