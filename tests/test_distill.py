@@ -168,6 +168,10 @@ def test_ray_level_keeps_the_highest_error_rays_and_mixes_them_in(tiny_teacher):
     assert slots.numel() == 50 and bool((view[:50] == -1).all()) and bool((view[50:] >= 0).all())
     pool_rays = objective.hard_rays.rays[slots]
     assert torch.equal(drawn.origins[:50], pool_rays[:, :3])
+    # errors of another stage are not comparable: a new stage starts an empty pool
+    cfg.stage_steps = (1, 1, 1)
+    objective.step(student, 200, 1, 0.0, g)
+    assert objective.stage == 1 and len(objective.hard_rays) == 200
     off = DistillObjective(teacher, DistillConfig(active=ActiveConfig(rays=False)), g)
     off.step(student, 200, 1, 1.0, g)
     assert len(off.hard_rays) == 0

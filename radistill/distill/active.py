@@ -3,7 +3,7 @@
 * poses: a pool of views in play; every refresh, perturbed copies of the views whose rays the
   student rendered worst replace part of the pool (ranked by the views actually rendered, with
   their own ray errors), the rest are fresh random poses;
-* rays: a pool of the highest-error rays seen so far, mixed into every batch;
+* rays: a pool of the highest-error rays seen so far in the current stage, mixed into every batch;
 * points: point losses only on the highest-weight samples of rays that are opaque enough.
 
 Each level can be switched off (``ActiveConfig``); with all three off the student sees

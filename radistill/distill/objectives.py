@@ -125,10 +125,14 @@ class DistillObjective:
         self.background = teacher.background
         self.views = ViewPool(teacher, config.active.view_pool, generator)
         self.hard_rays = HardRayPool(config.active.ray_pool)
+        self.stage = 0  # the stage of the last step: ray errors of different stages are not comparable
 
     def step(self, student, n_rays: int, step: int, progress: float, generator: torch.Generator) -> StepLoss:
         cfg, al = self.config, self.config.active
         stage = cfg.stage_at(progress)
+        if stage != self.stage:
+            self.hard_rays = HardRayPool(al.ray_pool)
+            self.stage = stage
         if step > 0 and step % al.refresh_every == 0:
             self.views.refresh(generator, al.hard_view_fraction if al.poses else 0.0)
         n_photo = int(n_rays * cfg.image_fraction) if (self.images is not None and stage == 3) else 0
@@ -177,8 +181,10 @@ class DistillObjective:
             ray_error = ((rendered - target) ** 2).mean(-1)
             parts["rgb"] = cfg.rgb_weight * ray_error.mean()
             ray_error = ray_error.detach()
-        else:  # rank rays by their point errors until the student renders
-            ray_error = torch.zeros(len(rays), device=device).index_add(0, samples.ray_ids[points], point_error)
+        else:  # rank rays by their mean point error until the student renders
+            ids = samples.ray_ids[points]
+            ray_error = torch.zeros(len(rays), device=device).index_add(0, ids, point_error)
+            ray_error = ray_error / torch.bincount(ids, minlength=len(rays)).clamp(min=1)
         if n_photo:
             batch = self.images.sample(n_photo, generator)
             out = student.render(batch.rays.to(device), bg, perturb=True, generator=generator)
@@ -204,11 +210,13 @@ class DistillObjective:
     def state(self) -> dict[str, Tensor]:
         out = {f"views.{k}": v for k, v in self.views.state().items()}
         out.update({f"rays.{k}": v for k, v in self.hard_rays.state().items()})
+        out["stage"] = torch.tensor(self.stage)
         return out
 
     def load(self, state: dict[str, Tensor]) -> None:
         self.views.load({k[6:]: v for k, v in state.items() if k.startswith("views.")})
         self.hard_rays.load({k[5:]: v for k, v in state.items() if k.startswith("rays.")})
+        self.stage = int(state["stage"])
 
 
 def _mean(x: Tensor) -> Tensor:
