@@ -146,7 +146,28 @@ def write(records: list[dict]) -> None:
             ("PSNR vs teacher", "psnr_teacher"), ("SSIM", "ssim"), ("seconds", "seconds"), ("steps", "steps"),
             ("budget s", "budget_s"), ("AL", "al")]
     path = write_results("convert_lego_cpu", "convert", records, cols)
+    append_matrix(path)
     print(f"wrote {path}")
+
+
+def append_matrix(path: Path) -> None:
+    """Add the 4x4 view of the pairs to the Markdown table: held-out PSNR (difference to the teacher)."""
+    import json
+
+    by_id = {r["id"]: r["metrics"] for r in json.loads(path.read_text())["records"]}
+    lines = ["", "Held-out PSNR of each student (dB), and its difference to its teacher's held-out PSNR:", "",
+             "| teacher \\ student | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    for src in KINDS:
+        cells = []
+        for dst in KINDS:
+            m = by_id.get(f"convert/lego/{src}->{dst}")
+            cells.append("-" if src == dst or m is None else f"{m['psnr']:.2f} ({m['delta_db']:+.2f})")
+        teacher = next((by_id[f"convert/lego/{src}->{d}"]["teacher_heldout_psnr"] for d in KINDS
+                        if f"convert/lego/{src}->{d}" in by_id), None)
+        label = src if teacher is None else f"{src} ({teacher:.2f})"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    md = path.with_suffix(".md")
+    md.write_text(md.read_text() + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
