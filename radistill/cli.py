@@ -107,7 +107,7 @@ class Convert:
     max_seconds: Optional[float] = None
     """Stop after this many seconds; the stages keep their shares of the time."""
     batch_rays: Optional[int] = None
-    """Most rays per step (default: the student kind's own, 256 for mlp, 1024 for tensorf-cp, else 4096)."""
+    """Most rays per step (default: the student kind's own, 256 for mlp, else 1024)."""
     images: Optional[str] = None
     """The teacher's original photos (scene folder): mixed into stage 3, and a held-out PSNR is reported."""
     downscale: float = 1.0

@@ -39,7 +39,7 @@ class ConvertConfig:
     max_seconds: float | None = None
     """Wall-clock budget (the stages keep their shares of it); None: run all stage steps."""
     batch_rays: int | None = None
-    """Most rays per step (default: the student kind's own, 256 for mlp, 1024 for tensorf-cp, else 4096)."""
+    """Most rays per step (default: the student kind's own, 256 for mlp, else 1024)."""
     checkpoint_every: int = 250
     """Steps between resumable checkpoints (0: only at the end)."""
     seed: int = 0

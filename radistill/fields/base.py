@@ -60,9 +60,9 @@ class Representation(nn.Module):
 
     kind: ClassVar[str]
     Config: ClassVar[type]
-    student_batch_rays: ClassVar[int] = 4096
+    student_batch_rays: ClassVar[int] = 1024
     """Rays per step that suit the kind as a distillation student (an upper bound; the engine
-    adapts it to a sample budget)."""
+    adapts it to a sample budget). Measured on lego: many smaller steps beat fewer large ones."""
 
     def __init__(self, config: Any, aabb: Tensor) -> None:
         super().__init__()

@@ -219,7 +219,6 @@ class TensoRFVMField(_TensoRFField):
 class TensoRFCPField(_TensoRFField):
     kind = "tensorf-cp"
     Config = TensoRFCPConfig
-    student_batch_rays = 1024  # measured on lego: more, smaller steps beat fewer large ones for CP
 
     def __init__(self, config: TensoRFCPConfig, aabb: Tensor) -> None:
         super().__init__(config, aabb)
