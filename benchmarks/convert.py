@@ -12,6 +12,9 @@ Run (about 75 minutes on a 2-core CPU; the teachers come from the training bench
   scratch; the from-scratch mlp is measured here too (``scratch/lego/mlp``, the teacher file).
 * ablation: hashgrid -> mlp and hashgrid -> tensorf-vm at equal time (``--ablation-budget``)
   with no active learning, each single level, and all three.
+* gaussians: hashgrid -> gaussians, then that Gaussian scene (saved as
+  outputs/bench_train/lego_gaussians.safetensors) -> hashgrid, each given ``--budget``
+  seconds. Target: within 1.0 dB of the teacher's held-out PSNR.
 
 Held-out PSNR is against the photos ``i % 8 == 0``; ``psnr_teacher`` compares the student with
 the teacher's renders of those same held-out poses. Writes benchmarks/results/convert_lego_cpu.json
@@ -74,8 +77,14 @@ class Bench:
         poses, rays, points = LEVELS[levels]
         config = ConvertConfig(distill=DistillConfig(stage_steps=STAGES, active=ActiveConfig(poses, rays, points)),
                                max_seconds=budget, checkpoint_every=0, progress=False, report_views=0)
-        result = convert(teacher, dst, config, dict(PRESETS[dst]))
+        result = convert(teacher, dst, config, dict(PRESETS.get(dst, {})))
         student = result.student
+        if dst == "gaussians":  # the Gaussian teacher of gaussians -> *
+            from radistill.io.checkpoint import save_field
+
+            save_field(self.teachers_dir / "lego_gaussians.safetensors", student, extra_metadata={
+                "cameras": teacher.cameras.to_dict(), "background": teacher.background.tolist(), "scene": "lego"})
+            self._teachers.pop("gaussians", None)
         ev = evaluate_split(student, self.scene, "test", save_dir=self.renders / f"{src}_to_{dst}" if save_renders else None)
         _, cams = self.scene.split("test")
         vs_teacher = [psnr(render_image(student, cams, k, self.scene.background)["rgb"], ref)
@@ -83,13 +92,15 @@ class Bench:
         record = {
             "id": record_id or f"convert/lego/{src}->{dst}",
             "params": {"res": "100x100", "holdout": "i%8==0", "budget_s": budget, "al": levels, "stage_steps": list(STAGES),
-                       "preset": PRESETS[dst], "batch_rays": config.batch_rays or type(student).student_batch_rays},
+                       "preset": PRESETS.get(dst, {}), "batch_rays": config.batch_rays or type(student).student_batch_rays},
             "metrics": {"psnr": round(ev["psnr"], 3), "ssim": round(ev["ssim"], 4),
                         "psnr_teacher": round(sum(vs_teacher) / len(vs_teacher), 3),
                         "teacher_heldout_psnr": round(self.teacher_psnr[src], 3),
                         "delta_db": round(ev["psnr"] - self.teacher_psnr[src], 3),
                         "seconds": round(result.train.seconds, 1), "steps": result.train.steps},
         }
+        if dst == "gaussians":
+            record["metrics"]["gaussians"] = len(student)
         m = record["metrics"]
         print(f"{record['id']}: {m['psnr']:.2f} dB held-out ({m['delta_db']:+.2f} vs teacher), "
               f"{m['psnr_teacher']:.2f} dB vs teacher, {m['steps']} steps in {m['seconds']:.0f} s", flush=True)
@@ -98,8 +109,8 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=["matrix", "headline", "ablation"],
-                        default=["matrix", "headline", "ablation"])
+    parser.add_argument("--only", nargs="+", choices=["matrix", "headline", "ablation", "gaussians"],
+                        default=["matrix", "headline", "ablation", "gaussians"])
     parser.add_argument("--pairs", nargs="+", help="matrix pairs as src->dst (default: all 12)")
     parser.add_argument("--budget", type=float, default=120.0, help="seconds per matrix conversion")
     parser.add_argument("--headline-budget", type=float, default=60.0)
@@ -131,6 +142,10 @@ def main() -> None:
     if "matrix" in args.only:
         pairs = [p.split("->") for p in args.pairs] if args.pairs else [(s, d) for s in KINDS for d in KINDS if s != d]
         for src, dst in pairs:
+            records.append(bench.run(src, dst, args.budget, save_renders=True))
+            flush()
+    if "gaussians" in args.only:
+        for src, dst in (("hashgrid", "gaussians"), ("gaussians", "hashgrid")):
             records.append(bench.run(src, dst, args.budget, save_renders=True))
             flush()
     if "ablation" in args.only:
@@ -166,6 +181,11 @@ def append_matrix(path: Path) -> None:
                         if f"convert/lego/{src}->{d}" in by_id), None)
         label = src if teacher is None else f"{src} ({teacher:.2f})"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Gaussians (held-out PSNR, difference to the teacher):", ""]
+    for pair in ("hashgrid->gaussians", "gaussians->hashgrid"):
+        m = by_id.get(f"convert/lego/{pair}")
+        if m is not None:
+            lines.append(f"- {pair}: {m['psnr']:.2f} dB ({m['delta_db']:+.2f}; teacher {m['teacher_heldout_psnr']:.2f})")
     md = path.with_suffix(".md")
     md.write_text(md.read_text() + "\n".join(lines) + "\n")
 

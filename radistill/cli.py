@@ -15,7 +15,7 @@ from typing import Annotated, Optional, Union
 
 import tyro
 
-KIND_HELP = "mlp, hashgrid, tensorf-vm or tensorf-cp"
+KIND_HELP = "mlp, hashgrid, tensorf-vm, tensorf-cp or gaussians"
 
 
 def _parse_overrides(items: tuple[str, ...]) -> dict:
@@ -97,11 +97,13 @@ class Convert:
     """
 
     teacher: Annotated[Path, tyro.conf.Positional]
-    """A radistill .safetensors field (the output of train or convert)."""
+    """A radistill .safetensors field (the output of train or convert), or a 3DGS .ply / .splat scene."""
     to: str
-    """Kind to convert to: mlp, hashgrid, tensorf-vm or tensorf-cp."""
+    """Kind to convert to: mlp, hashgrid, tensorf-vm, tensorf-cp or gaussians."""
     output: Path = Path("outputs/convert")
-    """Folder for checkpoint.safetensors (resumable), <kind>.safetensors and report.json."""
+    """Folder for checkpoint.safetensors (resumable), <kind>.safetensors and report.json; with
+    --to gaussians it may be a .ply or .splat file to export (the folder <stem>_convert beside it
+    keeps the rest)."""
     stage_steps: tuple[int, int, int] = (400, 600, 2000)
     """Steps of stage 1 (junction), 2 (+ log density and point colour) and 3 (+ rendered colour)."""
     max_seconds: Optional[float] = None

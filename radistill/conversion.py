@@ -74,7 +74,9 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
         images: a ``SceneData`` of the original photos: mixed into stage 3, and the report
             adds the held-out PSNR.
         output: folder for ``checkpoint.safetensors`` (resumable), ``<kind>.safetensors`` and
-            ``report.json``; None keeps everything in memory.
+            ``report.json``; None keeps everything in memory. For ``gaussians`` it may be a
+            ``.ply`` or ``.splat`` file: the scene is exported there, and the folder beside it
+            named ``<stem>_convert`` holds the rest.
         resume: continue an interrupted conversion in ``output``.
     """
     config = config or ConvertConfig()
@@ -91,8 +93,9 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
         image_teacher = ImageTeacher.from_scene(images)
     options = config_from_dict(cls.Config, dict(student_options or {}), source=f"{to} options")
     torch.manual_seed(config.seed)
-    student = cls.from_teacher(teacher.field, options)
-    out_dir = Path(output) if output is not None else None
+    views = teacher.views(teacher.sample_poses(32, torch.Generator().manual_seed(config.seed)))
+    student = cls.from_teacher(teacher.field, options, views)
+    out_dir, export = _output_paths(output, to)
     metadata = {"cameras": teacher.cameras.to_dict(), "background": teacher.background.tolist(),
                 "converted_from": teacher.kind, "distill_config": asdict(config.distill)}
     if source is not None:
@@ -111,7 +114,27 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
     if out_dir is not None:
         path = save_field(out_dir / f"{to}.safetensors", student, extra_metadata=metadata)
         (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if export is not None:
+        from radistill.io.ply import save_gaussians
+
+        path = save_gaussians(export, student)
     return ConvertResult(student, result, report, path)
+
+
+EXPORT_SUFFIXES = (".ply", ".splat")
+
+
+def _output_paths(output: str | Path | None, to: str) -> tuple[Path | None, Path | None]:
+    """The working folder and, for a ``.ply``/``.splat`` output, the file to export."""
+    if output is None:
+        return None, None
+    output = Path(output)
+    if output.suffix.lower() not in EXPORT_SUFFIXES:
+        return output, None
+    if to != "gaussians":
+        raise ConfigError(f"--output {output}: a {output.suffix} file holds Gaussians; converting to {to!r} needs "
+                          f"a folder")
+    return output.with_name(output.stem + "_convert"), output
 
 
 def compare_on_views(student: Representation, teacher: FieldTeacher, n_views: int, seed: int = 1234) -> dict[str, float]:

@@ -11,17 +11,15 @@ from torch import Tensor
 
 from radistill.cameras import Cameras
 from radistill.metrics import psnr, ssim
-from radistill.render.volume import render_in_chunks
 
 
 def render_image(field: Any, cameras: Cameras, index: int, background: Tensor | None = None,
                  chunk: int = 8192) -> dict[str, Tensor]:
     """Render one full image at bounded memory: ``rgb`` [H, W, 3], ``depth`` and ``opacity`` [H, W]."""
-    rays = cameras.image_rays(index)
-    out = render_in_chunks(lambda r: field.render(r, background, window=64), rays, chunk)
-    h, w = cameras.height, cameras.width
-    return {"rgb": out["rgb"].reshape(h, w, 3).clamp(0, 1), "depth": out["depth"].reshape(h, w),
-            "opacity": out["opacity"].reshape(h, w)}
+    with torch.no_grad():
+        out = field.render_image(cameras, index, background, chunk)
+    return {"rgb": out["rgb"].detach().cpu().clamp(0, 1), "depth": out["depth"].detach().cpu(),
+            "opacity": out["opacity"].detach().cpu()}
 
 
 def save_png(path: Path, image: Tensor) -> None:

@@ -23,24 +23,31 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
     return g / g.sum()
 
 
-def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> float:
-    """Structural similarity (Wang et al. 2004; Gaussian window 11, sigma 1.5, valid region),
-    averaged over pixels and channels of ``[H, W, 3]`` images in [0, 1]."""
+def ssim_tensor(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Differentiable mean SSIM of ``[H, W, C]`` images in [0, 1] (a loss term), in their dtype."""
     if pred.shape != target.shape or pred.ndim != 3:
         raise ValueError(f"ssim expects two [H, W, C] images of one shape, got {list(pred.shape)} and {list(target.shape)}")
     c1, c2 = 0.01**2, 0.03**2
-    x = pred.double().permute(2, 0, 1)[:, None]  # [C, 1, H, W]
-    y = target.double().permute(2, 0, 1)[:, None]
-    g = _gaussian_window(window, sigma)
+    x = pred.permute(2, 0, 1)[:, None]  # [C, 1, H, W]
+    y = target.permute(2, 0, 1)[:, None]
+    g = _gaussian_window(window, sigma).to(pred)
+
     def blur(img: Tensor) -> Tensor:
         img = F.conv2d(img, g.view(1, 1, 1, -1))
         return F.conv2d(img, g.view(1, 1, -1, 1))
+
     mx, my = blur(x), blur(y)
     sxx = blur(x * x) - mx * mx
     syy = blur(y * y) - my * my
     sxy = blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return float(s.mean())
+    return s.mean()
+
+
+def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> float:
+    """Structural similarity (Wang et al. 2004; Gaussian window 11, sigma 1.5, valid region),
+    averaged over pixels and channels of ``[H, W, 3]`` images in [0, 1]."""
+    return float(ssim_tensor(pred.detach().double(), target.detach().double(), window, sigma))
 
 
 def lpips(pred: Tensor, target: Tensor) -> float:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from radistill.errors import ConfigError
-from radistill.fields import KINDS, create_field
+from radistill.fields import NEURAL_KINDS, create_field
 from radistill.fields.hashgrid import HashEncoding, level_layout
 from radistill.fields.neural import density_activation
 from radistill.fields.sh import sh_basis
@@ -113,7 +113,7 @@ def test_sh_basis_is_orthonormal_on_the_sphere():
     assert torch.allclose(gram, torch.eye(16, dtype=torch.float64), atol=2e-3)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", NEURAL_KINDS)
 def test_every_neural_kind_honours_the_contract(kind):
     field = create_field(kind, AABB)
     x = torch.rand(64, 3) * 2 - 1

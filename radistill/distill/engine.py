@@ -130,7 +130,7 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
     if isinstance(teacher, FieldTeacher):
         distill = distill or DistillConfig()
         config = replace(config, steps=distill.steps)
-    objective = objective_for(teacher, generator, distill, images)
+    objective = objective_for(teacher, generator, distill, images, student)
     opt = make_optimizer(student)
     step, elapsed, samples = 0, 0.0, 0
     batch_rays = config.batch_rays if config.target_samples is None else min(config.batch_rays, 1024)
@@ -159,11 +159,12 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
             elapsed = time.perf_counter() - start
             if config.max_seconds is not None and elapsed >= config.max_seconds:
                 break
-            if student.on_train_step(step, generator):
-                opt = make_optimizer(student)
             progress = step / config.steps
             if config.max_seconds:
                 progress = max(progress, elapsed / config.max_seconds)
+            if student.on_train_step(step, generator, min(progress, 1.0)):
+                old, opt = opt, make_optimizer(student)
+                student.carry_optimizer_state(old, opt)
             set_learning_rates(opt, config.lr_final_factor ** min(progress, 1.0))
             if updates_occupancy and step % config.occupancy_every == 0:
                 student.update_occupancy(generator)

@@ -228,12 +228,21 @@ def _psnr(mse: float) -> float:
 
 
 def objective_for(teacher: Any, generator: torch.Generator, config: DistillConfig | None = None,
-                  images: ImageTeacher | None = None):
-    """The objective that learns from ``teacher`` (photos or a field)."""
+                  images: ImageTeacher | None = None, student: Any = None):
+    """The objective with which ``student`` learns from ``teacher`` (photos or a field): PVD for
+    volumetric students, whole rendered views for rasterising ones."""
     if isinstance(teacher, (PhotoObjective, DistillObjective)):
         return teacher
+    rasterising = getattr(student, "learns_from_images", False)
     if isinstance(teacher, ImageTeacher):
+        if rasterising:
+            raise ConfigError(f"a {student.kind} field is not trained from photos here: convert a trained field to it "
+                              f"(radistill convert FIELD --to {student.kind}) or import one")
         return PhotoObjective(teacher)
     if isinstance(teacher, FieldTeacher):
+        if rasterising:
+            from radistill.distill.image_objective import ImageDistillObjective
+
+            return ImageDistillObjective(teacher, config or DistillConfig(), generator, images)
         return DistillObjective(teacher, config or DistillConfig(), generator, images)
     raise ConfigError(f"cannot learn from a {type(teacher).__name__}; expected an ImageTeacher or a FieldTeacher")

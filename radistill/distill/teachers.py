@@ -84,6 +84,10 @@ class FieldTeacher:
         from radistill.io.checkpoint import (background_from_metadata, cameras_from_metadata, field_from_checkpoint,
                                              read_checkpoint)
 
+        if Path(path).suffix.lower() in (".ply", ".splat"):  # a 3DGS scene: no cameras, no background saved
+            from radistill.io.ply import load_gaussians
+
+            return cls(load_gaussians(path).to(device))
         tensors, meta = read_checkpoint(path)
         field = field_from_checkpoint(tensors, meta, path, device)
         return cls(field, cameras_from_metadata(meta, path), background_from_metadata(meta, path))

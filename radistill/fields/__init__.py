@@ -6,9 +6,9 @@ from typing import Any
 
 from torch import Tensor
 
-from radistill.fields.base import KINDS, FieldOutputs, RenderOutputs, Representation, config_from_dict, kind_class
+from radistill.fields.base import KINDS, NEURAL_KINDS, FieldOutputs, RenderOutputs, Representation, config_from_dict, kind_class
 
-__all__ = ["KINDS", "FieldOutputs", "RenderOutputs", "Representation", "create_field", "kind_class"]
+__all__ = ["KINDS", "NEURAL_KINDS", "FieldOutputs", "RenderOutputs", "Representation", "create_field", "kind_class"]
 
 
 def create_field(kind: str, aabb: Tensor, config: Any = None, **overrides: Any) -> Representation:

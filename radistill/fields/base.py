@@ -30,7 +30,10 @@ KINDS: dict[str, str] = {
     "hashgrid": "radistill.fields.hashgrid:HashGridField",
     "tensorf-vm": "radistill.fields.tensorf:TensoRFVMField",
     "tensorf-cp": "radistill.fields.tensorf:TensoRFCPField",
+    "gaussians": "radistill.fields.gaussians:GaussiansField",
 }
+NEURAL_KINDS = ("mlp", "hashgrid", "tensorf-vm", "tensorf-cp")
+"""The kinds made of an encoder, the junction and the shared colour decoder."""
 
 
 @dataclass
@@ -95,11 +98,26 @@ class Representation(nn.Module):
         """Render a batch of rays with the kind's own renderer."""
         raise NotImplementedError
 
+    def render_image(self, cameras: Any, index: int, background: Tensor | None = None,
+                     chunk: int = 8192) -> dict[str, Tensor]:
+        """One whole image of ``cameras[index]`` at bounded memory: ``rgb`` [H, W, 3], ``depth`` and
+        ``opacity`` [H, W]. The default renders the image's rays in chunks; rasterising kinds
+        draw the image directly."""
+        from radistill.render.volume import render_in_chunks
+
+        rays = cameras.image_rays(index).to(self.aabb.device)
+        out = render_in_chunks(lambda r: self.render(r, background, window=64), rays, chunk)
+        h, w = cameras.height, cameras.width
+        return {"rgb": out["rgb"].reshape(h, w, 3), "depth": out["depth"].reshape(h, w),
+                "opacity": out["opacity"].reshape(h, w)}
+
     @classmethod
-    def from_teacher(cls, teacher: "Representation", config: Any = None) -> "Representation":
+    def from_teacher(cls, teacher: "Representation", config: Any = None, views: Any = None) -> "Representation":
         """A geometry-aware start from any teacher, through the contract only.
 
-        The result is ready for the distill engine (``radistill.distill``), which does the fitting.
+        ``views`` (``Cameras``, optional) are poses the teacher is meant to be seen from, for
+        kinds that look at the teacher's renders. The result is ready for the distill engine
+        (``radistill.distill``), which does the fitting.
         """
         raise ConfigError(f"{cls.kind}: initialisation from a teacher is not available yet")
 
@@ -108,9 +126,15 @@ class Representation(nn.Module):
         """Optimiser parameter groups with their learning rates."""
         return [{"params": list(self.parameters()), "lr": 1e-3}]
 
-    def on_train_step(self, step: int, generator: torch.Generator | None = None) -> bool:
-        """Called before each training step; return True when parameters were replaced."""
+    def on_train_step(self, step: int, generator: torch.Generator | None = None, progress: float = 0.0) -> bool:
+        """Called before each training step (``progress`` in [0, 1] of the run); return True when
+        parameters were replaced (the engine then rebuilds the optimiser and calls
+        ``carry_optimizer_state``)."""
         return False
+
+    def carry_optimizer_state(self, old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> None:
+        """Move what still applies of ``old``'s state into ``new`` after parameters were replaced
+        (default: nothing, the new optimiser starts fresh)."""
 
     def prepare_state(self, state: dict[str, Tensor]) -> None:
         """Adapt parameter shapes to a saved state before loading it (e.g. an upsampled grid)."""

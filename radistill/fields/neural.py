@@ -141,7 +141,7 @@ class NeuralField(Representation):
         return ~self.occupancy.is_occupied(x)
 
     @classmethod
-    def from_teacher(cls, teacher: Representation, config: Any = None) -> "NeuralField":
+    def from_teacher(cls, teacher: Representation, config: Any = None, views: Any = None) -> "NeuralField":
         """A student over the teacher's aabb that knows where the teacher's scene is empty.
 
         It inherits the teacher's colour decoder when the teacher is neural (the decoder's

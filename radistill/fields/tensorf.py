@@ -194,7 +194,7 @@ class _TensoRFField(NeuralField):
         # point-level supervision needs no coarse-to-fine schedule: start at the final resolution
         return dataclasses.replace(config, resolution=config.final_resolution, upsample_steps=())
 
-    def on_train_step(self, step: int, generator: torch.Generator | None = None) -> bool:
+    def on_train_step(self, step: int, generator: torch.Generator | None = None, progress: float = 0.0) -> bool:
         target = resolution_at(self.config, step)
         if target != self.encoder.resolution:
             self.encoder.resize(target)

@@ -1,0 +1,105 @@
+"""Distillation into a rasterising student (Gaussians, and meshes later): whole rendered views.
+
+Such a student has no junction and no use for point losses; it learns what PVD's third stage
+teaches, from whole images: each step renders one view with the student's rasteriser and
+compares it with the teacher's render of the same view, with 3DGS's loss
+``(1 - l) L1 + l (1 - SSIM)``, ``l = 0.2``.
+
+Views come from a pool of ``active.view_pool`` teacher poses whose teacher renders are cached
+(rendered on first use). Every ``refresh_every`` steps an eighth of the pool is replaced: with
+pose-level active learning, perturbed copies of the worst-rendered views (by the PSNR of their
+own renders) replace the best-rendered ones; without it, random views give way to fresh random
+poses. The ray and point levels do not apply to whole-image students. When the original photos
+are given, ``image_fraction`` of the steps use a random photo instead of a teacher view.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from radistill.distill.objectives import DistillConfig, StepLoss
+from radistill.distill.teachers import FieldTeacher, ImageTeacher
+from radistill.metrics import ssim_tensor
+
+SSIM_WEIGHT = 0.2
+
+
+class ImageDistillObjective:
+    """A rasterising student learning from a ``FieldTeacher``'s renders of whole views."""
+
+    updates_occupancy = False
+
+    def __init__(self, teacher: FieldTeacher, config: DistillConfig, generator: torch.Generator,
+                 images: ImageTeacher | None = None) -> None:
+        self.teacher = teacher
+        self.config = config
+        self.images = images
+        self.background = teacher.background
+        size = config.active.view_pool
+        self.c2w = teacher.sample_poses(size, generator)  # [V, 4, 4]
+        cams = teacher.cameras
+        self.targets = torch.zeros(size, cams.height, cams.width, 3)  # [V, H, W, 3] teacher renders
+        self.rendered = torch.zeros(size, dtype=torch.bool)
+        self.mse = torch.full((size,), float("nan"))  # [V] of the student's last render of each view
+
+    def target(self, view: int) -> Tensor:
+        """The teacher's render of pool view ``view`` (rendered once).  # [H, W, 3]"""
+        if not bool(self.rendered[view]):
+            with torch.no_grad():
+                out = self.teacher.field.render_image(self.teacher.views(self.c2w[view:view + 1]), 0,
+                                                      self.background.to(self.teacher.field.aabb.device))
+            self.targets[view] = out["rgb"].detach().clamp(0, 1).cpu()
+            self.rendered[view] = True
+        return self.targets[view]
+
+    def step(self, student, n_rays: int, step: int, progress: float, generator: torch.Generator) -> StepLoss:
+        al = self.config.active
+        if step > 0 and step % al.refresh_every == 0:
+            self.refresh(generator)
+        device = student.aabb.device
+        bg = self.background.to(device)
+        use_photo = self.images is not None and float(torch.rand((), generator=generator)) < self.config.image_fraction
+        if use_photo:
+            k = int(torch.randint(len(self.images.cameras), (), generator=generator))
+            cams, index, target, view = self.images.cameras, k, self.images.images[k], -1
+        else:
+            view = int(torch.randint(self.c2w.shape[0], (), generator=generator))
+            cams, index, target = self.teacher.views(self.c2w[view:view + 1]), 0, self.target(view)
+        target = target.to(device)
+        rgb = student.render_image(cams, index, bg)["rgb"]
+        l1 = (rgb - target).abs().mean()
+        dssim = 1 - ssim_tensor(rgb, target)
+        loss = (1 - SSIM_WEIGHT) * l1 + SSIM_WEIGHT * dssim
+        mse = float(((rgb.detach() - target) ** 2).mean())
+        if view >= 0:
+            self.mse[view] = mse
+        psnr = -10 * math.log10(max(mse, 1e-10))
+        parts = {"photo_l1" if use_photo else "l1": float(l1.detach()), "dssim": float(dssim.detach())}
+        return StepLoss(loss, rgb.shape[0] * rgb.shape[1], psnr, 3, parts)
+
+    def refresh(self, generator: torch.Generator) -> None:
+        """Replace an eighth of the pool (see the module docstring)."""
+        size = self.c2w.shape[0]
+        n = max(1, size // 8)
+        seen = ~torch.isnan(self.mse)
+        if self.config.active.poses and int(seen.sum()) >= 2 * n:
+            order = torch.argsort(torch.where(seen, self.mse, torch.full_like(self.mse, -1.0)), descending=True)
+            worst, best = order[:n], order[int(seen.sum()) - n:int(seen.sum())]
+            new = self.teacher.perturb_poses(self.c2w[worst], generator)
+            slots = best
+        else:
+            slots = torch.randperm(size, generator=generator)[:n]
+            new = self.teacher.sample_poses(n, generator)
+        self.c2w[slots] = new
+        self.rendered[slots] = False
+        self.mse[slots] = float("nan")
+
+    def state(self) -> dict[str, Tensor]:
+        return {"c2w": self.c2w, "targets": self.targets, "rendered": self.rendered, "mse": self.mse}
+
+    def load(self, state: dict[str, Tensor]) -> None:
+        self.c2w, self.targets = state["c2w"].clone(), state["targets"].clone()
+        self.rendered, self.mse = state["rendered"].clone(), state["mse"].clone()

@@ -1,0 +1,103 @@
+"""Points where a teacher's scene is: the surfaces its renders show.
+
+Used by kinds that start from explicit primitives (Gaussians now, meshes later): the teacher
+renders rays of some views, and every ray that is opaque enough (opacity >= 0.5) gives the
+point where its accumulated render weight reaches half its opacity (the weighted median of
+its samples: the surface the ray sees). Seeds are drawn from those points, so they lie on the
+visible surfaces, never in the faint haze a field may keep in empty space.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from radistill.cameras import Cameras, SphereSampler
+from radistill.fields.base import Representation
+from radistill.render.volume import render_rays
+
+
+def around_aabb_cameras(aabb: Tensor, n: int, resolution: int, generator: torch.Generator,
+                        fov_deg: float = 40.0) -> Cameras:
+    """``n`` pinhole cameras on a sphere around ``aabb`` (1.2 diagonals away), looking at its centre."""
+    center = (aabb[0] + aabb[1]) / 2
+    radius = float((aabb[1] - aabb[0]).norm()) * 1.2
+    c2w = SphereSampler(radius, tuple(center.tolist()), hemisphere=False).sample(n, generator)
+    focal = 0.5 * resolution / math.tan(math.radians(fov_deg) / 2)
+    f = torch.full((n,), focal)
+    c = torch.full((n,), resolution / 2)
+    return Cameras(c2w, f, f.clone(), c, c.clone(), resolution, resolution)
+
+
+@torch.no_grad()
+def seed_points(teacher: Representation, n: int, generator: torch.Generator, cameras: Cameras | None = None,
+                views: int = 32, resolution: int = 64, chunk: int = 8192) -> tuple[Tensor, Tensor]:
+    """Up to ``n`` points drawn by the teacher's render weights, and the teacher's colour there.
+
+    Args:
+        cameras: the views to render (those the teacher is meant to be seen from); by default
+            ``views`` cameras all around its aabb at ``resolution`` pixels.
+
+    Returns:
+        points [M, 3] (M <= n, fewer when the teacher shows fewer distinct samples) and their
+        colours [M, 3] seen along the ray that found them.
+    """
+    aabb = teacher.aabb.detach().cpu()
+    cams = around_aabb_cameras(aabb, views, resolution, generator) if cameras is None else cameras
+    device = teacher.aabb.device
+    positions, weights, dirs = [], [], []
+    step = float((aabb[1] - aabb[0]).norm()) / 256
+    for v in range(len(cams)):
+        rays = cams.image_rays(v).to(device)
+        for i in range(0, len(rays), chunk):
+            sub = rays[i:i + chunk]
+            out = teacher.render(sub)
+            if out.positions is None:  # a renderer without packed samples: march its volume view
+                vol = render_rays(lambda x, d: _sigma_rgb(teacher, x, d), sub, teacher.aabb, step)
+                if vol.samples is None:
+                    continue
+                pos, w, ids = vol.samples.positions, vol.weights, vol.samples.ray_ids
+            else:
+                pos, w, ids = out.positions, out.weights, out.ray_ids
+            rays_hit, points = median_points(pos, w, ids, len(sub))
+            positions.append(points.cpu())
+            dirs.append(sub.viewdirs[rays_hit].cpu())
+    if not positions or sum(p.shape[0] for p in positions) == 0:
+        return torch.zeros(0, 3), torch.zeros(0, 3)
+    pos, d = torch.cat(positions), torch.cat(dirs)
+    pick = torch.randperm(pos.shape[0], generator=generator)[:n]
+    pos, d = pos[pick], d[pick]
+    rgb = torch.cat([teacher.query(pos[i:i + chunk].to(device), d[i:i + chunk].to(device)).rgb.cpu()
+                     for i in range(0, pos.shape[0], chunk)])
+    return pos, rgb
+
+
+def median_points(positions: Tensor, weights: Tensor, ray_ids: Tensor, n_rays: int,
+                  min_opacity: float = 0.5) -> tuple[Tensor, Tensor]:
+    """For each ray with opacity >= ``min_opacity``, its first sample where the accumulated
+    weight reaches half the ray's opacity.
+
+    Args:
+        positions, weights, ray_ids: packed samples, grouped by ray in marching order.  # [M, 3], [M], [M]
+    Returns:
+        the rays kept [R'] and their median points [R', 3].
+    """
+    opacity = torch.zeros(n_rays, device=weights.device).index_add(0, ray_ids, weights)
+    total = torch.cumsum(weights, 0)
+    count = torch.bincount(ray_ids, minlength=n_rays)
+    before = torch.cumsum(count, 0) - count  # first sample of each ray
+    start_total = torch.where(before > 0, total[(before - 1).clamp(min=0)], torch.zeros_like(opacity))
+    within = total - start_total[ray_ids]  # accumulated weight along the ray, inclusive
+    reached = (within >= 0.5 * opacity[ray_ids]) & (opacity[ray_ids] >= min_opacity)
+    first = torch.full((n_rays,), weights.numel(), dtype=torch.long, device=weights.device)
+    idx = torch.nonzero(reached).squeeze(1)
+    first = first.scatter_reduce(0, ray_ids[idx], idx, reduce="amin")
+    hit = torch.nonzero(first < weights.numel()).squeeze(1)
+    return hit, positions[first[hit]]
+
+
+def _sigma_rgb(teacher: Representation, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+    out = teacher.query(x, d)
+    return out.sigma, out.rgb
