@@ -2,12 +2,14 @@
 
 Builds the procedural scene (written to disk in NeRF Blender format and read back), trains a
 ``hashgrid`` field from its photos, evaluates it on the held-out views, renders a turntable,
-converts the hashgrid to every other neural kind (no photos needed) and prints a results
-table. Everything lands in the output folder:
+converts the hashgrid to every other kind (no photos needed), converts the Gaussians back to a
+hashgrid, and prints a results table. Everything lands in the output folder:
 
     outputs/demo/scene/              the built-in scene (transforms_*.json, PNG, depth/normal .npy)
     outputs/demo/hashgrid.safetensors  the trained field
     outputs/demo/convert_<kind>/     each conversion (<kind>.safetensors, report.json)
+    outputs/demo/scene.ply           the Gaussians as a 3DGS PLY (for any splat viewer)
+    outputs/demo/convert_gaussians_to_hashgrid/   the Gaussians converted back
     outputs/demo/renders/            held-out renders next to ground truth
     outputs/demo/turntable.gif       a 36-frame orbit
     outputs/demo/results.json        the table below, as data
@@ -37,7 +39,8 @@ DEMO_HASHGRID = {"log2_table": 16, "max_resolution": 256, "samples_per_ray": 128
 
 DEMO_STUDENTS = {"mlp": {"samples_per_ray": 128}, "tensorf-vm": {"samples_per_ray": 128, "final_resolution": 96},
                  "tensorf-cp": {"samples_per_ray": 128, "final_resolution": 128, "density_components": 48,
-                                "app_components": 96}}
+                                "app_components": 96},
+                 "gaussians": {"initial_gaussians": 20000, "sh_degree": 1}}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -77,13 +80,21 @@ def run_demo(output: Path = Path("outputs/demo"), seconds: float = 120.0, resolu
 
     rows = [{"kind": "hashgrid", "from": "photos", "steps": result.steps, "seconds": result.seconds,
              "samples_per_s": result.samples_per_s, "psnr_vs_teacher": None, "psnr": ev["psnr"], "ssim": ev["ssim"]}]
-    for kind, options in DEMO_STUDENTS.items() if convert_seconds > 0 else ():
-        print(f"converting hashgrid -> {kind} ({convert_seconds:.0f} s) ...")
+    conversions = [("hashgrid", kind, output / "hashgrid.safetensors", options, output / f"convert_{kind}")
+                   for kind, options in DEMO_STUDENTS.items()]
+    conversions.append(("gaussians", "hashgrid", output / "convert_gaussians" / "gaussians.safetensors",
+                        DEMO_HASHGRID, output / "convert_gaussians_to_hashgrid"))
+    for source, kind, teacher, options, out_dir in conversions if convert_seconds > 0 else ():
+        print(f"converting {source} -> {kind} ({convert_seconds:.0f} s) ...")
         config = ConvertConfig(distill=DistillConfig(stage_steps=(5000, 10000, 35000)), max_seconds=convert_seconds,
                                seed=seed, report_views=4)
-        conv = convert(output / "hashgrid.safetensors", kind, config, options, output=output / f"convert_{kind}")
-        ev_kind = evaluate_split(conv.student, scene, "test", save_dir=output / "renders" / kind)
-        rows.append({"kind": kind, "from": "hashgrid", "steps": conv.train.steps, "seconds": conv.train.seconds,
+        conv = convert(teacher, kind, config, options, output=out_dir)
+        if kind == "gaussians":
+            from radistill.io.ply import save_gaussians
+
+            save_gaussians(output / "scene.ply", conv.student)
+        ev_kind = evaluate_split(conv.student, scene, "test", save_dir=output / "renders" / f"{source}_to_{kind}")
+        rows.append({"kind": kind, "from": source, "steps": conv.train.steps, "seconds": conv.train.seconds,
                      "samples_per_s": conv.train.samples_per_s, "psnr_vs_teacher": conv.report["psnr_vs_teacher"],
                      "psnr": ev_kind["psnr"], "ssim": ev_kind["ssim"]})
     total = time.perf_counter() - t_start
@@ -93,6 +104,6 @@ def run_demo(output: Path = Path("outputs/demo"), seconds: float = 120.0, resolu
     print()
     print(format_table(rows))
     print(f"\nPSNR vs GT and SSIM on the 8 held-out views; PSNR vs teacher on random teacher poses; "
-          f"total {total:.0f} s.\nOutputs in {output}/ (hashgrid.safetensors, convert_<kind>/, turntable.gif, "
-          f"renders/, results.json)")
+          f"total {total:.0f} s.\nOutputs in {output}/ (hashgrid.safetensors, convert_<kind>/, scene.ply, "
+          f"turntable.gif, renders/, results.json)")
     return summary

@@ -6,7 +6,7 @@ compares it with the teacher's render of the same view, with 3DGS's loss
 ``(1 - l) L1 + l (1 - SSIM)``, ``l = 0.2``.
 
 Views come from a pool of ``active.view_pool`` teacher poses whose teacher renders are cached
-(rendered on first use). Every ``refresh_every`` steps an eighth of the pool is replaced: with
+(rendered on first use). Every ``refresh_every`` steps a sixteenth of the pool is replaced: with
 pose-level active learning, perturbed copies of the worst-rendered views (by the PSNR of their
 own renders) replace the best-rendered ones; without it, random views give way to fresh random
 poses. The ray and point levels do not apply to whole-image students. When the original photos
@@ -81,9 +81,9 @@ class ImageDistillObjective:
         return StepLoss(loss, rgb.shape[0] * rgb.shape[1], psnr, 3, parts)
 
     def refresh(self, generator: torch.Generator) -> None:
-        """Replace an eighth of the pool (see the module docstring)."""
+        """Replace a sixteenth of the pool (see the module docstring)."""
         size = self.c2w.shape[0]
-        n = max(1, size // 8)
+        n = max(1, size // 16)
         seen = ~torch.isnan(self.mse)
         if self.config.active.poses and int(seen.sum()) >= 2 * n:
             order = torch.argsort(torch.where(seen, self.mse, torch.full_like(self.mse, -1.0)), descending=True)

@@ -123,17 +123,17 @@ class GaussianVolume:
         bounds = _chunks(self.counts(x), PAIR_BUDGET)
         sigmas, colours = [], []
         basis = None if (sh is None or d is None) else sh_basis(d, round(math.sqrt(sh.shape[1])) - 1)  # [N, K]
+        sym = _symmetric(precision)  # [G, 6]
         for a, b in bounds:
             point, gauss = self.pairs(x[a:b])
-            diff = x[a:b][point] - means[gauss]  # [P, 3]
-            m = torch.einsum("pi,pij,pj->p", diff, precision[gauss], diff)
-            kernel = torch.where(m <= CUTOFF_SQ, torch.exp(-0.5 * m), torch.zeros_like(m))
+            m = _quadratic(sym[gauss], x[a:b][point] - means[gauss])  # [P] squared Mahalanobis distance
+            inside = torch.nonzero(m.detach() <= CUTOFF_SQ).squeeze(1)  # most pairs of a cell miss the ellipsoid
+            point, gauss, m = point[inside], gauss[inside], m[inside]
             if d is None:
                 inv_extent = torch.exp(-log_scales.amin(-1))[gauss]
             else:
-                dd = d[a:b][point]
-                inv_extent = torch.einsum("pi,pij,pj->p", dd, precision[gauss], dd).clamp_min(1e-20).sqrt()
-            dens = tau[gauss] * inv_extent * kernel / math.sqrt(2 * math.pi)  # [P]
+                inv_extent = _quadratic(sym[gauss], d[a:b][point]).clamp_min(1e-20).sqrt()
+            dens = tau[gauss] * inv_extent * torch.exp(-0.5 * m) / math.sqrt(2 * math.pi)  # [P]
             sigma = x.new_zeros(b - a).index_add(0, point, dens)
             sigmas.append(sigma)
             if basis is not None:
@@ -142,6 +142,18 @@ class GaussianVolume:
                 colours.append(acc / sigma.clamp_min(1e-12)[:, None])
         sigma = torch.cat(sigmas)
         return sigma, (torch.cat(colours).clamp(0, 1) if basis is not None else None)
+
+
+def _symmetric(m: Tensor) -> Tensor:
+    """The 6 distinct entries (xx, yy, zz, xy, xz, yz) of symmetric matrices [N, 3, 3].  # [N, 6]"""
+    return torch.stack([m[:, 0, 0], m[:, 1, 1], m[:, 2, 2], m[:, 0, 1], m[:, 0, 2], m[:, 1, 2]], -1)
+
+
+def _quadratic(sym: Tensor, v: Tensor) -> Tensor:
+    """``v^T M v`` for symmetric ``M`` given by ``_symmetric`` [P, 6] and vectors ``v`` [P, 3].  # [P]"""
+    x, y, z = v.unbind(-1)
+    return (sym[:, 0] * x * x + sym[:, 1] * y * y + sym[:, 2] * z * z
+            + 2 * (sym[:, 3] * x * y + sym[:, 4] * x * z + sym[:, 5] * y * z))
 
 
 def _build_level(resolution: int, ids: Tensor, lo: Tensor, spans: Tensor) -> _Level:

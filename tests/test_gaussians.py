@@ -1,0 +1,208 @@
+"""The ``gaussians`` kind: its volumetric view, files, densification, and conversions both ways."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from radistill.fields.gaussian_volume import GaussianVolume, precision_matrices
+from radistill.fields.gaussians import GaussiansConfig, GaussiansField
+from radistill.fields.sh import sh_basis
+from radistill.io.checkpoint import load_field, save_field
+from radistill.io.ply import load_gaussians, read_gaussian_ply, save_gaussians
+from radistill.render.volume import Samples, composite
+
+AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+
+def random_field(n: int = 50, degree: int = 1, seed: int = 0, big: int = 3) -> GaussiansField:
+    g = torch.Generator().manual_seed(seed)
+    k = (degree + 1) ** 2
+    log_scales = torch.log(torch.rand(n, 3, generator=g) * 0.1 + 0.02)
+    log_scales[:big] = math.log(0.8)  # a few Gaussians larger than the finest index cells
+    return GaussiansField.from_params((torch.rand(n, 3, generator=g) * 2 - 1) * 0.7, torch.randn(n, 4, generator=g),
+                                      log_scales, torch.randn(n, generator=g), torch.randn(n, k, 3, generator=g) * 0.3,
+                                      AABB)
+
+
+def brute_force_density(field: GaussiansField, x, d):
+    """Every Gaussian at every point, by the formula of ``gaussian_volume``."""
+    prec = precision_matrices(field.quats, field.volume_log_scales())  # widened by the 3D low-pass
+    diff = x[:, None, :] - field.means[None]  # [N, G, 3]
+    m = torch.einsum("ngi,gij,ngj->ng", diff, prec, diff)
+    kernel = torch.where(m <= 9, torch.exp(-0.5 * m), torch.zeros_like(m))
+    tau = -torch.log1p(-field.opacities.clamp(max=0.99))
+    inv_extent = torch.einsum("ni,gij,nj->ng", d, prec, d).sqrt()
+    dens = tau * inv_extent * kernel / math.sqrt(2 * math.pi)  # [N, G]
+    basis = sh_basis(d, field.config.sh_degree)
+    colours = ((basis[:, None, :, None] * field.sh[None]).sum(2) + 0.5).clamp_min(0)  # [N, G, 3]
+    return dens.sum(1), (dens[..., None] * colours).sum(1) / dens.sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def test_query_with_the_index_equals_every_gaussian_at_every_point_values_and_gradients():
+    field = random_field()
+    x = (torch.rand(300, 3) * 2 - 1) * 0.9
+    d = torch.nn.functional.normalize(torch.randn(300, 3), dim=-1)
+    out = field.query(x, d)
+    ref_sigma, ref_rgb = brute_force_density(field, x, d)
+    assert (out.sigma > 0).float().mean() > 0.3  # the points do meet Gaussians
+    assert torch.allclose(out.sigma, ref_sigma, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(out.rgb, ref_rgb.clamp(0, 1), atol=1e-5)
+    up = torch.randn(300)
+    params = [field.means, field.log_scales, field.quats, field.logit_opacities]
+    grads = torch.autograd.grad((out.sigma * up).sum(), params)
+    ref = torch.autograd.grad((ref_sigma * up).sum(), params)
+    for a, b in zip(grads, ref):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("direction", [(0.0, 0.0, 1.0), (0.6, -0.48, 0.64)])
+def test_a_ray_through_a_lone_gaussians_centre_gets_its_opacity(direction):
+    quat = torch.nn.functional.normalize(torch.tensor([[0.9, 0.3, -0.2, 0.1]]), dim=-1)
+    field = GaussiansField.from_params(torch.zeros(1, 3), quat, torch.log(torch.tensor([[0.05, 0.2, 0.01]])),
+                                       torch.logit(torch.tensor([0.7])), torch.zeros(1, 1, 3), AABB)
+    d = torch.tensor([direction])
+    t = torch.linspace(-1.5, 1.5, 6001)
+    x = t[:, None] * d
+    out = field.query(x, d.expand_as(x))
+    samples = Samples(torch.zeros(t.numel(), dtype=torch.long), torch.arange(t.numel()), t,
+                      torch.full_like(t, float(t[1] - t[0])), x, 1, t.numel())
+    opacity = composite(out.sigma, out.rgb, samples, early_stop=0.0).opacity
+    kept = math.erf(3 / math.sqrt(2))  # the 3-sigma cut keeps 99.73% of the optical depth
+    assert opacity.item() == pytest.approx(1 - (1 - 0.7) ** kept, abs=1e-4)
+
+
+def test_density_without_direction_bounds_every_direction():
+    field = random_field(big=0)
+    x = (torch.rand(200, 3) * 2 - 1) * 0.7
+    top = field.density(x)
+    for _ in range(3):
+        d = torch.nn.functional.normalize(torch.randn(200, 3), dim=-1)
+        assert (field.query(x, d).sigma <= top + 1e-5).all()
+
+
+def test_index_levels_hold_each_gaussian_once_at_its_finest_fitting_level():
+    field = random_field(200)
+    vol = GaussianVolume.build(field.means.detach(), field.quats.detach(), field.scales.detach(), AABB)
+    listed = torch.cat([torch.unique(level.members) for level in vol.levels])
+    assert torch.equal(torch.sort(listed).values, torch.arange(200))
+    assert vol.levels[0].resolution == 64 and vol.levels[-1].resolution < 64  # the large ones sit coarser
+
+
+def test_checkpoint_and_ply_round_trips_are_exact(tmp_path):
+    field = random_field(30, degree=3)
+    back = load_field(save_field(tmp_path / "g.safetensors", field))
+    assert isinstance(back, GaussiansField) and len(back) == 30
+    for name in ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN"):
+        assert torch.equal(getattr(back, name), getattr(field, name))
+    ply = save_gaussians(tmp_path / "g.ply", field)
+    arrays = read_gaussian_ply(ply)
+    assert arrays.sh_degree == 3 and torch.equal(arrays.sh, field.sh.detach())
+    again = load_gaussians(ply)
+    assert torch.equal(again.means, field.means) and torch.equal(again.sh, field.sh)
+
+
+def test_donut_imports_renders_and_round_trips(shared_data, tmp_path):
+    from radistill.distill.teachers import default_cameras
+
+    field = load_gaussians(shared_data / "splats" / "donut_fused.ply")
+    assert len(field) == 45624 and field.config.sh_degree == 0
+    cams = default_cameras(field.aabb, resolution=48)
+    with torch.no_grad():
+        img = field.render_image(cams, 0, torch.ones(3))
+    # the donut fills the middle of the frame and leaves the corners to the background
+    assert img["opacity"][20:28, 20:28].mean() > 0.95 and img["opacity"][:4, :4].max() < 0.05
+    back = load_gaussians(save_gaussians(tmp_path / "donut.ply", field))
+    for name in ("means", "quats", "log_scales", "logit_opacities", "sh0"):
+        assert torch.equal(getattr(back, name), getattr(field, name))
+
+
+def test_densify_clones_small_splits_large_prunes_transparent_and_keeps_adam_state():
+    field = GaussiansField.from_params(torch.zeros(4, 3), torch.tensor([[1.0, 0, 0, 0]]).repeat(4, 1),
+                                       torch.log(torch.tensor([[0.001] * 3, [0.3] * 3, [0.001] * 3, [0.001] * 3])),
+                                       torch.logit(torch.tensor([0.5, 0.5, 0.5, 0.001])), torch.zeros(4, 1, 3), AABB)
+    opt = torch.optim.Adam([{"params": [p]} for p in (field.means, field.log_scales, field.quats,
+                                                      field.logit_opacities, field.sh0, field.shN)])
+    field.means.grad = torch.ones(4, 3)
+    for g in opt.param_groups[1:]:
+        g["params"][0].grad = torch.zeros_like(g["params"][0])
+    opt.step()
+    field._grad_sum = torch.tensor([1.0, 1.0, 0.0, 0.0])  # rows 0 and 1 have large screen gradients
+    field._grad_count = torch.ones(4)
+    stats = field.densify_and_prune(torch.Generator().manual_seed(0))
+    assert stats == {"cloned": 1, "split": 1, "pruned": 1, "gaussians": 5}  # keep 0, 2; clone 0; split 1 in two
+    assert torch.allclose(field.scales[-2:], torch.full((2, 3), 0.3 / 1.6))
+    new = torch.optim.Adam([{"params": [p]} for p in (field.means, field.log_scales, field.quats,
+                                                      field.logit_opacities, field.sh0, field.shN)])
+    field.carry_optimizer_state(opt, new)
+    moments = new.state[field.means]["exp_avg"]
+    assert torch.allclose(moments[:2], opt.state[opt.param_groups[0]["params"][0]]["exp_avg"][[0, 2]])
+    assert (moments[2:] == 0).all()
+
+
+def test_seeds_lie_where_the_teacher_is_dense(tiny_teacher):
+    from radistill.distill.teachers import FieldTeacher
+
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    views = teacher.views(teacher.sample_poses(8, torch.Generator().manual_seed(0)))
+    field = GaussiansField.from_teacher(teacher.field, GaussiansConfig(initial_gaussians=500, sh_degree=1), views)
+    assert 0 < len(field) <= 500
+    with torch.no_grad():
+        at_seeds = teacher.field.density(field.means).median()
+        anywhere = teacher.field.density(torch.rand(500, 3) * 2 - 1).median()
+    assert at_seeds > 10 * anywhere
+
+
+@pytest.mark.slow
+def test_conversion_into_gaussians_and_back_improves_on_the_start(tiny_teacher, tmp_path):
+    from radistill.conversion import ConvertConfig, compare_on_views, convert
+    from radistill.distill.objectives import DistillConfig
+    from radistill.distill.teachers import FieldTeacher
+
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    options = {"initial_gaussians": 1500, "sh_degree": 1}
+    start = GaussiansField.from_teacher(teacher.field, GaussiansConfig(**options),
+                                        teacher.views(teacher.sample_poses(32, torch.Generator().manual_seed(0))))
+    before = compare_on_views(start, teacher, 4)["psnr_vs_teacher"]
+    cfg = ConvertConfig(distill=DistillConfig(stage_steps=(0, 0, 150)), progress=False, report_views=4)
+    result = convert(teacher, "gaussians", cfg, options, output=tmp_path / "scene.ply")
+    assert result.path == tmp_path / "scene.ply" and len(read_gaussian_ply(result.path)) == len(result.student)
+    assert result.report["psnr_vs_teacher"] > before + 3
+    # and back: a hashgrid learns the Gaussians through their volumetric view
+    gauss_teacher = FieldTeacher(result.student, teacher.cameras, teacher.background)
+    back = convert(gauss_teacher, "hashgrid", ConvertConfig(distill=DistillConfig(stage_steps=(30, 30, 90)),
+                                                            progress=False, report_views=4),
+                   {"log2_table": 12, "max_resolution": 64, "samples_per_ray": 64})
+    fresh = compare_on_views(back.student.__class__(back.student.config, back.student.aabb), gauss_teacher, 4)
+    assert back.report["psnr_vs_teacher"] > fresh["psnr_vs_teacher"] + 3
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "radistill.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+@pytest.mark.slow
+def test_cli_converts_a_ply_scene_and_exports_one(tiny_teacher, tmp_path):
+    ply = tmp_path / "scene.ply"
+    out = run_cli("convert", tiny_teacher, "--to", "gaussians", "--output", ply, "--stage-steps", "0", "0", "20",
+                  "--set", "initial_gaussians=400", "sh_degree=0")
+    assert out.returncode == 0, out.stderr
+    assert len(read_gaussian_ply(ply)) > 0 and (tmp_path / "scene_convert" / "report.json").exists()
+    out = run_cli("convert", ply, "--to", "hashgrid", "--output", tmp_path / "back", "--stage-steps", "5", "5", "10",
+                  "--set", "log2_table=12", "max_resolution=64")
+    assert out.returncode == 0, out.stderr
+    assert isinstance(load_field(tmp_path / "back" / "hashgrid.safetensors"), torch.nn.Module)
+
+
+def test_cli_rejects_a_ply_output_for_a_field_and_a_broken_ply(tiny_teacher, tmp_path):
+    out = run_cli("convert", tiny_teacher, "--to", "mlp", "--output", tmp_path / "x.ply")
+    assert out.returncode == 2 and "x.ply: a .ply file holds Gaussians" in out.stderr
+    bad = tmp_path / "bad.ply"
+    bad.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n")
+    out = run_cli("convert", bad, "--to", "hashgrid", "--output", tmp_path / "o")
+    assert out.returncode == 2 and "bad.ply" in out.stderr and "Traceback" not in out.stderr
