@@ -42,7 +42,9 @@ def raster_records(device: str, n: int = 100_000, size: int = 256, repeats: int 
     params = [p.to(device) for p in params]
     c2w = look_at(torch.tensor([[0.0, -4.0, 0.0]]), torch.zeros(3))[0].to(device)
     cam = Camera(c2w, 300.0 * size / 256, 300.0 * size / 256, size / 2, size / 2, size, size)
-    backends = ["torch"] + (["gsplat"] if device == "cuda" else [])
+    from radistill.render.splat import gsplat_available
+
+    backends = ["torch"] + (["gsplat"] if device == "cuda" and gsplat_available() else [])
     records = []
     for backend in backends:
         times = {}

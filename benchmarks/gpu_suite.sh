@@ -9,15 +9,18 @@
 # 3. runs the GPU parity tests (pytest -m gpu) natively;
 # 4. runs the GPU benchmarks (rasteriser: PyTorch reference vs gsplat), writing their JSON and
 #    Markdown into RESULTS_DIR.
-# Prepare the wheels here first (see /work/.library/device/README.md), e.g.:
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl gsplat==1.5.3 jaxtyping ...
+# Prepare the wheels here first (see /work/.library/device/README.md) and carry them: .whl is
+# git-ignored, so the device call must name it in `carry`, e.g.
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl gsplat==1.5.3 jaxtyping pytest ...
+# Each stage has a time limit so that the whole suite ends within 8 minutes.
 set -uo pipefail
-OUT=${1:?usage: benchmarks/gpu_suite.sh RESULTS_DIR}
+OUT=$(realpath -m "${1:?usage: benchmarks/gpu_suite.sh RESULTS_DIR}")
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  python3 -m pip install --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    > "$OUT/pip.log" 2>&1 || { echo "wheel install failed: see $OUT/pip.log"; exit 1; }
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
@@ -28,7 +31,7 @@ export MAX_JOBS=$(nproc)
 export TORCH_CUDA_ARCH_LIST=$(python3 -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
 export TORCH_EXTENSIONS_DIR=/tmp/torch_extensions
 start=$(date +%s.%N)
-if python3 -c "from gsplat.cuda._backend import _C; assert _C is not None" > "$OUT/gsplat_build.log" 2>&1; then ok=true; else ok=false; fi
+if timeout 300 python3 -c "from gsplat.cuda._backend import _C; assert _C is not None" > "$OUT/gsplat_build.log" 2>&1; then ok=true; else ok=false; fi
 end=$(date +%s.%N)
 python3 - "$start" "$end" "$ok" "$OUT" <<'EOF'
 import json, os, sys
@@ -40,6 +43,7 @@ json.dump(record, open(os.path.join(out, "gsplat_build.json"), "w"), indent=2)
 EOF
 
 status=0
-python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
-python3 benchmarks/gaussians.py --only raster --out "$OUT" 2>&1 | tee "$OUT/gaussians_bench.txt" || status=1
+[ "$ok" = true ] || { echo "gsplat did not build (see $OUT/gsplat_build.log): its tests and benchmark rows will be skipped"; status=1; }
+timeout 120 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
+timeout 120 python3 benchmarks/gaussians.py --only raster --out "$OUT" 2>&1 | tee "$OUT/gaussians_bench.txt" || status=1
 exit $status

@@ -40,7 +40,7 @@ class Train:
     data: str = "builtin"
     """Scene folder, or 'builtin' for the procedural scene."""
     kind: str = "hashgrid"
-    """Representation to train: mlp, hashgrid, tensorf-vm or tensorf-cp."""
+    """Representation to train: mlp, hashgrid, tensorf-vm or tensorf-cp (Gaussians come from convert)."""
     output: Path = Path("outputs/train")
     """Folder for checkpoint.safetensors (resumable) and <kind>.safetensors (the field)."""
     steps: int = 3000
@@ -71,8 +71,12 @@ class Train:
         from radistill.fields import create_field, kind_class
         from radistill.io.checkpoint import save_field
 
+        from radistill.errors import ConfigError
+
         overrides = _parse_overrides(self.set)
-        kind_class(self.kind)  # an unknown kind fails before the scene is loaded
+        if getattr(kind_class(self.kind), "learns_from_images", False):  # checked before the scene is loaded
+            raise ConfigError(f"{self.kind} are not trained from photos here: train a neural kind, then "
+                              f"`radistill convert FIELD --to {self.kind}` (or import a 3DGS .ply)")
         scene = load_scene(self.data, downscale=self.downscale, background=self.background)
         torch.manual_seed(self.seed)
         field = create_field(self.kind, scene.aabb, **overrides)

@@ -91,11 +91,15 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
     if images is not None:
         _check_same_scene(teacher, images)
         image_teacher = ImageTeacher.from_scene(images)
+    elif getattr(teacher.field, "learns_from_images", False) and not getattr(cls, "learns_from_images", False):
+        image_teacher = rendered_views(teacher, RENDERED_VIEWS, config.seed)
     options = config_from_dict(cls.Config, dict(student_options or {}), source=f"{to} options")
     torch.manual_seed(config.seed)
-    views = teacher.views(teacher.sample_poses(32, torch.Generator().manual_seed(config.seed)))
-    student = cls.from_teacher(teacher.field, options, views)
     out_dir, export = _output_paths(output, to)
+    views = teacher.views(teacher.sample_poses(32, torch.Generator().manual_seed(config.seed)))
+    if views.width > 128:  # seeding needs surfaces, not detail
+        views = views.scaled(128 / views.width)
+    student = cls.from_teacher(teacher.field, options, views)
     metadata = {"cameras": teacher.cameras.to_dict(), "background": teacher.background.tolist(),
                 "converted_from": teacher.kind, "distill_config": asdict(config.distill)}
     if source is not None:
@@ -135,6 +139,24 @@ def _output_paths(output: str | Path | None, to: str) -> tuple[Path | None, Path
         raise ConfigError(f"--output {output}: a {output.suffix} file holds Gaussians; converting to {to!r} needs "
                           f"a folder")
     return output.with_name(output.stem + "_convert"), output
+
+
+RENDERED_VIEWS = 64
+
+
+def rendered_views(teacher: FieldTeacher, n: int, seed: int = 0) -> ImageTeacher:
+    """The teacher's own renders of ``n`` random poses, as photos.
+
+    A rasterising teacher (Gaussians) teaches neural students its volumetric view at the point
+    level, which only approximates its rasterised images; mixing these renders into stage 3
+    (``DistillConfig.image_fraction`` of each batch) pulls the student to what the teacher
+    really shows.
+    """
+    from radistill.evaluate import render_image
+
+    cams = teacher.views(teacher.sample_poses(n, torch.Generator().manual_seed(seed + 7)))
+    images = torch.stack([render_image(teacher.field, cams, k, teacher.background)["rgb"] for k in range(n)])
+    return ImageTeacher(images, cams, teacher.background)
 
 
 def compare_on_views(student: Representation, teacher: FieldTeacher, n_views: int, seed: int = 1234) -> dict[str, float]:

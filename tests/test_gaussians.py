@@ -131,8 +131,8 @@ def test_densify_clones_small_splits_large_prunes_transparent_and_keeps_adam_sta
     for g in opt.param_groups[1:]:
         g["params"][0].grad = torch.zeros_like(g["params"][0])
     opt.step()
-    field._grad_sum = torch.tensor([1.0, 1.0, 0.0, 0.0])  # rows 0 and 1 have large screen gradients
-    field._grad_count = torch.ones(4)
+    field.grad_sum = torch.tensor([1.0, 1.0, 0.0, 0.0])  # rows 0 and 1 have large screen gradients
+    field.grad_count = torch.ones(4)
     stats = field.densify_and_prune(torch.Generator().manual_seed(0))
     assert stats == {"cloned": 1, "split": 1, "pruned": 1, "gaussians": 5}  # keep 0, 2; clone 0; split 1 in two
     assert torch.allclose(field.scales[-2:], torch.full((2, 3), 0.3 / 1.6))
@@ -199,10 +199,47 @@ def test_cli_converts_a_ply_scene_and_exports_one(tiny_teacher, tmp_path):
     assert isinstance(load_field(tmp_path / "back" / "hashgrid.safetensors"), torch.nn.Module)
 
 
-def test_cli_rejects_a_ply_output_for_a_field_and_a_broken_ply(tiny_teacher, tmp_path):
+def test_cli_rejects_a_ply_output_for_a_field_a_broken_ply_and_training_gaussians(tiny_teacher, tmp_path):
+    out = run_cli("train", "--kind", "gaussians", "--output", tmp_path / "t")
+    assert out.returncode == 2 and "radistill convert FIELD --to gaussians" in out.stderr
     out = run_cli("convert", tiny_teacher, "--to", "mlp", "--output", tmp_path / "x.ply")
     assert out.returncode == 2 and "x.ply: a .ply file holds Gaussians" in out.stderr
     bad = tmp_path / "bad.ply"
     bad.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n")
     out = run_cli("convert", bad, "--to", "hashgrid", "--output", tmp_path / "o")
     assert out.returncode == 2 and "bad.ply" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_densification_runs_in_a_conversion_and_resume_across_it_is_exact(tiny_teacher, tmp_path, monkeypatch):
+    from radistill.conversion import ConvertConfig, convert
+    from radistill.distill.active import ActiveConfig
+    from radistill.distill.objectives import DistillConfig
+
+    config = ConvertConfig(distill=DistillConfig(stage_steps=(0, 0, 24), active=ActiveConfig(view_pool=8, refresh_every=7)),
+                           checkpoint_every=0, progress=False, report_views=0)
+    options = {"initial_gaussians": 300, "sh_degree": 1, "densify_every": 5, "densify_start": 0.0,
+               "densify_stop": 1.0, "grow_grad2d": 1e-5}
+    whole = convert(tiny_teacher, "gaussians", config, options, output=tmp_path / "whole").student
+    assert len(whole) > 300  # screen-space gradients reached the densifier and Gaussians grew
+
+    original = GaussiansField.render_image
+    calls = {"n": 0}
+
+    def interrupting(self, *args, **kwargs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 17:
+                raise KeyboardInterrupt  # Ctrl-C in step 17, after densifications at steps 5, 10 and 15
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GaussiansField, "render_image", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        convert(tiny_teacher, "gaussians", config, options, output=tmp_path / "split")
+    monkeypatch.setattr(GaussiansField, "render_image", original)
+    resumed = convert(tiny_teacher, "gaussians", config, options, output=tmp_path / "split", resume=True)
+    assert resumed.train.steps == 24 and all(h["step"] > 16 for h in resumed.train.history)
+    a, b = whole.state_dict(), resumed.student.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -98,8 +98,9 @@ class ImageDistillObjective:
         self.mse[slots] = float("nan")
 
     def state(self) -> dict[str, Tensor]:
-        return {"c2w": self.c2w, "targets": self.targets, "rendered": self.rendered, "mse": self.mse}
+        """The pool (the cached teacher renders are not saved: they are re-rendered on demand)."""
+        return {"c2w": self.c2w, "mse": self.mse}
 
     def load(self, state: dict[str, Tensor]) -> None:
-        self.c2w, self.targets = state["c2w"].clone(), state["targets"].clone()
-        self.rendered, self.mse = state["rendered"].clone(), state["mse"].clone()
+        self.c2w, self.mse = state["c2w"].clone(), state["mse"].clone()
+        self.rendered.zero_()

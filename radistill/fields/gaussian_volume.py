@@ -116,8 +116,8 @@ class GaussianVolume:
               sh: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Density [N] and colour [N, 3] (``None`` without ``sh``) at points ``x`` [N, 3] along ``d``."""
         n = x.shape[0]
-        if n == 0:
-            return x.new_zeros(0), (None if sh is None else x.new_zeros(0, 3))
+        if n == 0 or not self.levels:
+            return x.new_zeros(n), (None if sh is None else x.new_zeros(n, 3))
         precision = precision_matrices(quats, log_scales)  # [G, 3, 3]
         tau = -torch.log1p(-opacities.clamp(max=OPACITY_MAX))  # [G]
         bounds = _chunks(self.counts(x), PAIR_BUDGET)

@@ -116,8 +116,9 @@ class GaussiansField(Representation):
         self.shN = nn.Parameter(torch.zeros(n, k - 1, 3))
         self._volume: GaussianVolume | None = None
         self._volume_key: tuple | None = None
-        self._grad_sum = torch.zeros(n)  # screen-space gradient norms accumulated since the last densification
-        self._grad_count = torch.zeros(n)
+        # screen-space gradient norms accumulated since the last densification (saved: resume is exact)
+        self.register_buffer("grad_sum", torch.zeros(n))
+        self.register_buffer("grad_count", torch.zeros(n))
         self._index_map: Tensor | None = None  # after densification: old row of each new row (-1: new)
 
     # ------------------------------------------------------------------ parameters
@@ -163,11 +164,15 @@ class GaussiansField(Representation):
         return 0.5 * float((self.aabb[1] - self.aabb[0]).norm())
 
     def prepare_state(self, state: dict[str, Tensor]) -> None:
-        """Resize the parameters to the saved number of Gaussians before loading."""
+        """Resize the parameters to the saved number of Gaussians before loading (a file without
+        the densification statistics gets zeros: they only matter while training)."""
         n = state["means"].shape[0] if "means" in state else len(self)
+        for name in ("grad_sum", "grad_count"):
+            state.setdefault(name, torch.zeros(n))
         if n != len(self):
             self._replace_rows(torch.zeros(n, dtype=torch.long, device=self.means.device),
-                               {k: torch.zeros_like(v) for k, v in state.items() if k in PARAMETERS})
+                               {k: torch.zeros(v.shape, dtype=v.dtype, device=self.means.device)
+                                for k, v in state.items() if k in PARAMETERS})
 
     def _replace_rows(self, rows: Tensor, fresh: dict[str, Tensor] | None = None) -> None:
         """Rebuild every parameter as ``old[rows]``, overwritten by ``fresh`` where given."""
@@ -177,8 +182,8 @@ class GaussiansField(Representation):
             else:
                 value = getattr(self, name).detach()[rows]
             setattr(self, name, nn.Parameter(value.contiguous()))
-        self._grad_sum = torch.zeros(rows.numel())
-        self._grad_count = torch.zeros(rows.numel())
+        self.grad_sum = torch.zeros(rows.numel(), device=self.means.device)
+        self.grad_count = torch.zeros(rows.numel(), device=self.means.device)
         self._volume = None
 
     # ------------------------------------------------------------------ the volumetric view
@@ -244,14 +249,15 @@ class GaussiansField(Representation):
 
     def _watch_screen_gradients(self, means2d: Tensor, radii: Tensor, camera: Camera) -> None:
         """Accumulate the norm of each drawn Gaussian's screen-space gradient during backward."""
-        drawn = (radii > 0).any(-1).cpu()
+        drawn = (radii > 0).any(-1)
         scale = torch.tensor([0.5 * camera.width, 0.5 * camera.height], device=means2d.device)
-        grad_sum, grad_count = self._grad_sum, self._grad_count
+        grad_sum, grad_count = self.grad_sum, self.grad_count
 
         def hook(grad: Tensor) -> None:
+            grad = grad.reshape(-1, 2)
             if grad_sum.shape[0] != grad.shape[0]:
                 return  # the parameters were replaced since this render
-            norm = (grad * scale).norm(dim=-1).detach().cpu()
+            norm = (grad * scale).norm(dim=-1).detach()
             grad_sum.add_(torch.where(drawn, norm, torch.zeros_like(norm)))
             grad_count.add_(drawn.float())
 
@@ -273,10 +279,10 @@ class GaussiansField(Representation):
         cfg = self.config
         n = len(self)
         device = self.means.device
-        grads = (self._grad_sum / self._grad_count.clamp_min(1)).to(device)
+        grads = self.grad_sum / self.grad_count.clamp_min(1)
         max_scale = self.scales.amax(-1)
         radius = self.scene_radius
-        grow = (grads > cfg.grow_grad2d) & (self._grad_count.to(device) > 0)
+        grow = (grads > cfg.grow_grad2d) & (self.grad_count > 0)
         room = max(cfg.max_gaussians - n, 0)
         if int(grow.sum()) > room:  # keep the largest gradients
             keep = torch.topk(torch.where(grow, grads, torch.full_like(grads, -1.0)), room).indices
@@ -285,6 +291,8 @@ class GaussiansField(Representation):
         clone = grow & (max_scale <= cfg.grow_scale * radius)
         split = grow & ~clone
         prune = (self.opacities < cfg.prune_opacity) | (max_scale > cfg.prune_scale * radius)
+        if bool(prune.all()):  # never prune everything: keep the most opaque Gaussian
+            prune[torch.argmax(self.opacities)] = False
         # split: two children sampled from the parent, 1/1.6 of its size; the parent is removed
         parents = torch.nonzero(split).squeeze(1)
         child_rows = parents.repeat(2)
@@ -370,7 +378,8 @@ def bounds_of(means: Tensor, quantile: float = 0.005, margin: float = 0.1) -> Te
     """An aabb around the bulk of the centres: per-axis quantiles widened by ``margin``.  # [2, 3]"""
     if means.shape[0] == 0:
         raise ConfigError("no Gaussians: cannot derive scene bounds")
-    sample = means if means.shape[0] <= 200000 else means[torch.randperm(means.shape[0])[:200000]]
+    pick = torch.randperm(means.shape[0], generator=torch.Generator().manual_seed(0))[:200000]
+    sample = means if means.shape[0] <= 200000 else means[pick.to(means.device)]
     lo = torch.quantile(sample.float(), quantile, dim=0)
     hi = torch.quantile(sample.float(), 1 - quantile, dim=0)
     pad = margin * (hi - lo).clamp_min(1e-3)

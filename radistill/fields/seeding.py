@@ -61,6 +61,8 @@ def seed_points(teacher: Representation, n: int, generator: torch.Generator, cam
                 pos, w, ids = vol.samples.positions, vol.weights, vol.samples.ray_ids
             else:
                 pos, w, ids = out.positions, out.weights, out.ray_ids
+            if w.numel() == 0:  # every ray of the chunk missed the scene
+                continue
             rays_hit, points = median_points(pos, w, ids, len(sub))
             positions.append(points.cpu())
             dirs.append(sub.viewdirs[rays_hit].cpu())

@@ -27,6 +27,7 @@ Cameras use radistill's convention (OpenGL axes: looks down -z, +y up).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,7 +78,7 @@ class SplatImage:
     rgb: Tensor  # [H, W, 3] composited on the background
     opacity: Tensor  # [H, W] accumulated alpha
     depth: Tensor  # [H, W] alpha-weighted camera-space depth (not normalised by opacity)
-    means2d: Tensor  # [N, 2] projected centres (its .grad after backward drives densification)
+    means2d: Tensor  # [N, 2] projected centres ([1, N, 2] from gsplat); its .grad after backward drives densification
     radii: Tensor  # [N, 2] pixel half-extent in x and y, 0 for Gaussians not drawn
 
 
@@ -302,12 +303,23 @@ def rasterize_torch(means: Tensor, quats: Tensor, scales: Tensor, opacities: Ten
     return SplatImage(rgb, alpha, depth, proj.means2d, proj.radii)
 
 
+_GSPLAT_OK: bool | None = None
+
+
 def gsplat_available() -> bool:
-    try:
-        import gsplat  # noqa: F401
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+    """Whether gsplat can rasterise here: CUDA present, gsplat importable and its kernels built
+    (the first call builds them; a failed build makes ``auto`` fall back to the reference)."""
+    global _GSPLAT_OK
+    if _GSPLAT_OK is None:
+        _GSPLAT_OK = False
+        if torch.cuda.is_available():
+            try:
+                from gsplat.cuda._backend import _C
+
+                _GSPLAT_OK = _C is not None
+            except Exception as exc:  # an import or build failure: use the reference rasteriser
+                warnings.warn(f"gsplat is not usable here ({exc}); using the PyTorch rasteriser", stacklevel=2)
+    return _GSPLAT_OK
 
 
 def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, camera: Camera,
@@ -324,7 +336,7 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
         means, quats, scales, opacities, colors, camera.viewmat().to(means)[None], camera.intrinsics().to(means)[None],
         camera.width, camera.height, near_plane=near, eps2d=eps2d, sh_degree=None, backgrounds=bg,
         render_mode="RGB+D", packed=False, rasterize_mode="classic")
-    means2d = meta["means2d"][0]
+    means2d = meta["means2d"]  # [1, N, 2]: the tensor the loss depends on, so its .grad is filled
     if means2d.requires_grad:
         means2d.retain_grad()
     alpha = alphas[0, ..., 0]
