@@ -4,8 +4,8 @@ Run:
     python benchmarks/demo.py
 
 Writes benchmarks/results/demo_cpu.json and .md with the figures the demo printed: the total time
-and the hashgrid trained from photos (``demo``), and each conversion of it
-(``demo/convert/builtin/hashgrid-><kind>``).
+and the hashgrid trained from photos (``demo``), and each conversion
+(``demo/convert/builtin/<from>-><kind>``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def main() -> None:
         "metrics": {"seconds": round(seconds, 1), "psnr": round(row["psnr"], 3), "ssim": round(row["ssim"], 4),
                     "steps": row["steps"], "samples_per_s": round(row["samples_per_s"])},
     }]
-    for row in summary["rows"][1:]:  # the demo's conversions of its hashgrid
+    for row in summary["rows"][1:]:  # the demo's conversions (of its hashgrid, and of the Gaussians back)
         records.append({
-            "id": f"demo/convert/builtin/hashgrid->{row['kind']}",
+            "id": f"demo/convert/builtin/{row['from']}->{row['kind']}",
             "params": {"scene": "builtin", "res": summary["resolution"], "holdout": "8 test views",
                        "psnr_teacher_on": "4 random teacher poses", "budget_s": 40},
             "metrics": {"seconds": round(row["seconds"], 1), "psnr": round(row["psnr"], 3),
