@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 
@@ -100,6 +101,9 @@ def test_checkpoint_and_ply_round_trips_are_exact(tmp_path):
     for name in ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN"):
         assert torch.equal(getattr(back, name), getattr(field, name))
     ply = save_gaussians(tmp_path / "g.ply", field)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert ply.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file (not mkstemp's 0600): a web viewer can read it
     arrays = read_gaussian_ply(ply)
     assert arrays.sh_degree == 3 and torch.equal(arrays.sh, field.sh.detach())
     again = load_gaussians(ply)
