@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import DATA, RESULTS, write_results  # noqa: E402
 
-from radistill.cameras import look_at, orbit_poses, with_poses  # noqa: E402
+from radistill.cameras import framing_radius, look_at, orbit_poses, with_poses  # noqa: E402
 from radistill.render.splat import Camera, rasterize  # noqa: E402
 
 
@@ -74,8 +74,7 @@ def raster_records(device: str, n: int = 100_000, size: int = 256, repeats: int 
 
 def orbit(field, n: int, elevation: float, width: int, template):
     center = tuple(((field.aabb[0] + field.aabb[1]) / 2).tolist())
-    radius = float((field.aabb[1] - field.aabb[0]).norm()) * 1.2
-    cams = with_poses(template, orbit_poses(n, radius, elevation, center))
+    cams = with_poses(template, orbit_poses(n, framing_radius(field.aabb), elevation, center))
     return cams.scaled(width / template.width) if width != template.width else cams
 
 

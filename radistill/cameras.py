@@ -316,3 +316,16 @@ def with_poses(template: Cameras, c2w: Tensor) -> Cameras:
     n = c2w.shape[0]
     return replace(template, c2w=c2w, fx=template.fx[:1].expand(n).clone(), fy=template.fy[:1].expand(n).clone(),
                    cx=template.cx[:1].expand(n).clone(), cy=template.cy[:1].expand(n).clone())
+
+
+def framing_radius(aabb: Tensor) -> float:
+    """Distance from the centre of ``aabb`` [2, 3] at which cameras frame the whole box: 1.2 diagonals."""
+    return float((aabb[1] - aabb[0]).norm()) * 1.2
+
+
+def pinhole_cameras(c2w: Tensor, resolution: int, fov_deg: float = 40.0) -> Cameras:
+    """Square pinhole cameras at poses ``c2w`` [N, 4, 4] with field of view ``fov_deg``."""
+    n = c2w.shape[0]
+    f = torch.full((n,), 0.5 * resolution / math.tan(math.radians(fov_deg) / 2))
+    c = torch.full((n,), resolution / 2)
+    return Cameras(c2w, f, f.clone(), c, c.clone(), resolution, resolution)

@@ -239,3 +239,20 @@ def test_teacher_without_cameras_draws_poses_around_its_aabb(tiny_teacher):
     to_center = torch.nn.functional.normalize(center - eyes, dim=-1)
     assert torch.allclose((forward * to_center).sum(-1), torch.ones(64), atol=1e-4)
     assert eyes[:, 2].min() < 0 < eyes[:, 2].max(), "views from below as well as above"
+
+
+def test_view_pool_replace_puts_copies_of_the_worst_views_in_place_of_the_best(tiny_teacher):
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    g = torch.Generator().manual_seed(0)
+    pool = ViewPool(teacher, 8, g)
+    before = pool.c2w.clone()
+    pool.record(torch.arange(8), torch.arange(8, dtype=torch.float32) + 1)  # view 7 rendered worst, view 0 best
+    slots = pool.replace(g, 2, hard=True)
+    assert sorted(slots.tolist()) == [0, 1]
+    moved = (pool.c2w[slots, :3, 3][:, None] - before[[6, 7], :3, 3][None]).norm(dim=-1).amin(-1)
+    spread = (before[:, :3, 3][:, None] - before[:, :3, 3][None]).norm(dim=-1).mean()
+    assert (moved < 0.25 * spread).all()  # near the worst views, not fresh random poses
+    assert torch.equal(pool.c2w[2:], before[2:]) and (pool.count[slots] == 0).all()
+    # without pose-level active learning: random slots get fresh poses
+    plain = pool.replace(g, 3, hard=False)
+    assert plain.numel() == 3 and (pool.count[plain] == 0).all()

@@ -91,6 +91,27 @@ class ViewPool:
         self.error.zero_()
         self.count.zero_()
 
+    def replace(self, generator: torch.Generator, n: int, hard: bool) -> Tensor:
+        """Replace ``n`` views and return their slots.  # [n]
+
+        With ``hard`` (once ``2n`` views were rendered), perturbed copies of the ``n`` worst views
+        take the places of the ``n`` best; otherwise fresh random poses take random places. For
+        students that cache what each view costs to make (the teacher's render of it), this keeps
+        most of the pool, where ``refresh`` renews all of it.
+        """
+        size = self.c2w.shape[0]
+        seen = self.count > 0
+        n_seen = int(seen.sum())
+        if hard and n_seen >= 2 * n:
+            order = torch.argsort(torch.where(seen, self.psnr(), torch.full_like(self.error, float("inf"))))
+            slots, new = order[n_seen - n:n_seen], self.teacher.perturb_poses(self.c2w[order[:n]], generator)
+        else:
+            slots, new = torch.randperm(size, generator=generator)[:n], self.teacher.sample_poses(n, generator)
+        self.c2w[slots] = new
+        self.error[slots] = 0.0
+        self.count[slots] = 0.0
+        return slots
+
     def state(self) -> dict[str, Tensor]:
         return {"c2w": self.c2w, "error": self.error, "count": self.count}
 

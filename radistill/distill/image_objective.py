@@ -20,6 +20,7 @@ import math
 import torch
 from torch import Tensor
 
+from radistill.distill.active import ViewPool
 from radistill.distill.objectives import DistillConfig, StepLoss
 from radistill.distill.teachers import FieldTeacher, ImageTeacher
 from radistill.metrics import ssim_tensor
@@ -39,17 +40,16 @@ class ImageDistillObjective:
         self.images = images
         self.background = teacher.background
         size = config.active.view_pool
-        self.c2w = teacher.sample_poses(size, generator)  # [V, 4, 4]
+        self.views = ViewPool(teacher, size, generator)  # ranked by the squared errors of the student's renders
         cams = teacher.cameras
         self.targets = torch.zeros(size, cams.height, cams.width, 3)  # [V, H, W, 3] teacher renders
         self.rendered = torch.zeros(size, dtype=torch.bool)
-        self.mse = torch.full((size,), float("nan"))  # [V] of the student's last render of each view
 
     def target(self, view: int) -> Tensor:
         """The teacher's render of pool view ``view`` (rendered once).  # [H, W, 3]"""
         if not bool(self.rendered[view]):
             with torch.no_grad():
-                out = self.teacher.field.render_image(self.teacher.views(self.c2w[view:view + 1]), 0,
+                out = self.teacher.field.render_image(self.teacher.views(self.views.c2w[view:view + 1]), 0,
                                                       self.background.to(self.teacher.field.aabb.device))
             self.targets[view] = out["rgb"].detach().clamp(0, 1).cpu()
             self.rendered[view] = True
@@ -66,8 +66,8 @@ class ImageDistillObjective:
             k = int(torch.randint(len(self.images.cameras), (), generator=generator))
             cams, index, target, view = self.images.cameras, k, self.images.images[k], -1
         else:
-            view = int(torch.randint(self.c2w.shape[0], (), generator=generator))
-            cams, index, target = self.teacher.views(self.c2w[view:view + 1]), 0, self.target(view)
+            view = int(torch.randint(self.views.c2w.shape[0], (), generator=generator))
+            cams, index, target = self.teacher.views(self.views.c2w[view:view + 1]), 0, self.target(view)
         target = target.to(device)
         rgb = student.render_image(cams, index, bg)["rgb"]
         l1 = (rgb - target).abs().mean()
@@ -75,32 +75,20 @@ class ImageDistillObjective:
         loss = (1 - SSIM_WEIGHT) * l1 + SSIM_WEIGHT * dssim
         mse = float(((rgb.detach() - target) ** 2).mean())
         if view >= 0:
-            self.mse[view] = mse
+            self.views.record(torch.tensor([view]), torch.tensor([mse]))
         psnr = -10 * math.log10(max(mse, 1e-10))
         parts = {"photo_l1" if use_photo else "l1": float(l1.detach()), "dssim": float(dssim.detach())}
         return StepLoss(loss, rgb.shape[0] * rgb.shape[1], psnr, 3, parts)
 
     def refresh(self, generator: torch.Generator) -> None:
-        """Replace a sixteenth of the pool (see the module docstring)."""
-        size = self.c2w.shape[0]
-        n = max(1, size // 16)
-        seen = ~torch.isnan(self.mse)
-        if self.config.active.poses and int(seen.sum()) >= 2 * n:
-            order = torch.argsort(torch.where(seen, self.mse, torch.full_like(self.mse, -1.0)), descending=True)
-            worst, best = order[:n], order[int(seen.sum()) - n:int(seen.sum())]
-            new = self.teacher.perturb_poses(self.c2w[worst], generator)
-            slots = best
-        else:
-            slots = torch.randperm(size, generator=generator)[:n]
-            new = self.teacher.sample_poses(n, generator)
-        self.c2w[slots] = new
+        """Replace a sixteenth of the pool (see the module docstring); their renders are redone on use."""
+        slots = self.views.replace(generator, max(1, self.views.c2w.shape[0] // 16), self.config.active.poses)
         self.rendered[slots] = False
-        self.mse[slots] = float("nan")
 
     def state(self) -> dict[str, Tensor]:
         """The pool (the cached teacher renders are not saved: they are re-rendered on demand)."""
-        return {"c2w": self.c2w, "mse": self.mse}
+        return self.views.state()
 
     def load(self, state: dict[str, Tensor]) -> None:
-        self.c2w, self.mse = state["c2w"].clone(), state["mse"].clone()
+        self.views.load(state)
         self.rendered.zero_()

@@ -7,14 +7,14 @@ any pose, so views are unlimited.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from radistill.cameras import Cameras, LikeCamerasSampler, Rays, SphereSampler, orbit_poses, with_poses
+from radistill.cameras import (Cameras, LikeCamerasSampler, Rays, SphereSampler, framing_radius, orbit_poses, pinhole_cameras,
+                               with_poses)
 from radistill.fields.base import FieldOutputs, Representation
 from radistill.fields.neural import RAW_MIN
 
@@ -73,7 +73,7 @@ class FieldTeacher:
         if cameras is None:
             cameras = default_cameras(field.aabb.detach().cpu())
             center = ((field.aabb[0] + field.aabb[1]) / 2).detach().cpu()
-            radius = float((field.aabb[1] - field.aabb[0]).norm()) * 1.2
+            radius = framing_radius(field.aabb.detach().cpu())
             self.sampler = SphereLikeSampler(cameras, center=center, radius=radius)
         else:
             self.sampler = LikeCamerasSampler(cameras)
@@ -124,12 +124,8 @@ class FieldTeacher:
 
 def default_cameras(aabb: Tensor, resolution: int = 100, fov_deg: float = 40.0) -> Cameras:
     """A pinhole camera that frames ``aabb`` from 1.2 diagonals away (for teachers without cameras)."""
-    radius = float((aabb[1] - aabb[0]).norm()) * 1.2
     center = (aabb[0] + aabb[1]) / 2
-    c2w = orbit_poses(8, radius, 30.0, tuple(center.tolist()))
-    focal = 0.5 * resolution / math.tan(math.radians(fov_deg) / 2)
-    return Cameras(c2w, torch.tensor(focal), torch.tensor(focal), torch.tensor(resolution / 2),
-                   torch.tensor(resolution / 2), resolution, resolution)
+    return pinhole_cameras(orbit_poses(8, framing_radius(aabb), 30.0, tuple(center.tolist())), resolution, fov_deg)
 
 
 @dataclass

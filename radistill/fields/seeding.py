@@ -9,12 +9,11 @@ visible surfaces, never in the faint haze a field may keep in empty space.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
 
-from radistill.cameras import Cameras, SphereSampler
+from radistill.cameras import Cameras, SphereSampler, framing_radius, pinhole_cameras
 from radistill.fields.base import Representation
 from radistill.render.volume import render_rays
 
@@ -23,12 +22,8 @@ def around_aabb_cameras(aabb: Tensor, n: int, resolution: int, generator: torch.
                         fov_deg: float = 40.0) -> Cameras:
     """``n`` pinhole cameras on a sphere around ``aabb`` (1.2 diagonals away), looking at its centre."""
     center = (aabb[0] + aabb[1]) / 2
-    radius = float((aabb[1] - aabb[0]).norm()) * 1.2
-    c2w = SphereSampler(radius, tuple(center.tolist()), hemisphere=False).sample(n, generator)
-    focal = 0.5 * resolution / math.tan(math.radians(fov_deg) / 2)
-    f = torch.full((n,), focal)
-    c = torch.full((n,), resolution / 2)
-    return Cameras(c2w, f, f.clone(), c, c.clone(), resolution, resolution)
+    c2w = SphereSampler(framing_radius(aabb), tuple(center.tolist()), hemisphere=False).sample(n, generator)
+    return pinhole_cameras(c2w, resolution, fov_deg)
 
 
 @torch.no_grad()
@@ -47,7 +42,7 @@ def seed_points(teacher: Representation, n: int, generator: torch.Generator, cam
     aabb = teacher.aabb.detach().cpu()
     cams = around_aabb_cameras(aabb, views, resolution, generator) if cameras is None else cameras
     device = teacher.aabb.device
-    positions, weights, dirs = [], [], []
+    positions, dirs = [], []
     step = float((aabb[1] - aabb[0]).norm()) / 256
     for v in range(len(cams)):
         rays = cams.image_rays(v).to(device)
