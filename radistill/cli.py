@@ -15,7 +15,7 @@ from typing import Annotated, Optional, Union
 
 import tyro
 
-KIND_HELP = "mlp, hashgrid, tensorf-vm, tensorf-cp or gaussians"
+KIND_HELP = "mlp, hashgrid, tensorf-vm, tensorf-cp, gaussians or mesh"
 
 
 def _parse_overrides(items: tuple[str, ...]) -> dict:
@@ -76,7 +76,7 @@ class Train:
         overrides = _parse_overrides(self.set)
         if getattr(kind_class(self.kind), "learns_from_images", False):  # checked before the scene is loaded
             raise ConfigError(f"{self.kind} are not trained from photos here: train a neural kind, then "
-                              f"`radistill convert FIELD --to {self.kind}` (or import a 3DGS .ply)")
+                              f"`radistill convert FIELD --to {self.kind}` (or convert a 3DGS .ply or a mesh file)")
         scene = load_scene(self.data, downscale=self.downscale, background=self.background)
         torch.manual_seed(self.seed)
         field = create_field(self.kind, scene.aabb, **overrides)
@@ -101,13 +101,14 @@ class Convert:
     """
 
     teacher: Annotated[Path, tyro.conf.Positional]
-    """A radistill .safetensors field (the output of train or convert), or a 3DGS .ply / .splat scene."""
+    """A radistill .safetensors field (the output of train or convert), a 3DGS .ply / .splat scene, or a
+    mesh (.glb, .gltf, .obj, or .ply with faces)."""
     to: str
-    """Kind to convert to: mlp, hashgrid, tensorf-vm, tensorf-cp or gaussians."""
+    """Kind to convert to: mlp, hashgrid, tensorf-vm, tensorf-cp, gaussians or mesh."""
     output: Path = Path("outputs/convert")
     """Folder for checkpoint.safetensors (resumable), <kind>.safetensors and report.json; with
-    --to gaussians it may be a .ply or .splat file to export (the folder <stem>_convert beside it
-    keeps the rest)."""
+    --to gaussians it may be a .ply or .splat file to export, with --to mesh a .glb or .obj (the
+    folder <stem>_convert beside it keeps the rest)."""
     stage_steps: tuple[int, int, int] = (400, 600, 2000)
     """Steps of stage 1 (junction), 2 (+ log density and point colour) and 3 (+ rendered colour)."""
     max_seconds: Optional[float] = None

@@ -68,15 +68,15 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
 
     Args:
         teacher: a radistill checkpoint path, a field, or a ``FieldTeacher``.
-        to: the student's kind (``mlp``, ``hashgrid``, ``tensorf-vm``, ``tensorf-cp``).
+        to: the student's kind (``mlp``, ``hashgrid``, ``tensorf-vm``, ``tensorf-cp``, ``gaussians``, ``mesh``).
         config: distillation options (defaults: 3000 steps, all active learning on).
         student_options: options of the student's kind, e.g. ``{"log2_table": 17}``.
         images: a ``SceneData`` of the original photos: mixed into stage 3, and the report
             adds the held-out PSNR.
         output: folder for ``checkpoint.safetensors`` (resumable), ``<kind>.safetensors`` and
             ``report.json``; None keeps everything in memory. For ``gaussians`` it may be a
-            ``.ply`` or ``.splat`` file: the scene is exported there, and the folder beside it
-            named ``<stem>_convert`` holds the rest.
+            ``.ply`` or ``.splat`` file, for ``mesh`` a ``.glb`` or ``.obj``: the result is
+            exported there, and the folder beside it named ``<stem>_convert`` holds the rest.
         resume: continue an interrupted conversion in ``output``.
     """
     config = config or ConvertConfig()
@@ -119,26 +119,37 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
         path = save_field(out_dir / f"{to}.safetensors", student, extra_metadata=metadata)
         (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     if export is not None:
-        from radistill.io.ply import save_gaussians
-
-        path = save_gaussians(export, student)
+        path = export_field(export, student)
     return ConvertResult(student, result, report, path)
 
 
-EXPORT_SUFFIXES = (".ply", ".splat")
+EXPORT_SUFFIXES = {".ply": "gaussians", ".splat": "gaussians", ".glb": "mesh", ".obj": "mesh"}
+"""File outputs of a conversion and the kind each holds."""
 
 
 def _output_paths(output: str | Path | None, to: str) -> tuple[Path | None, Path | None]:
-    """The working folder and, for a ``.ply``/``.splat`` output, the file to export."""
+    """The working folder and, for a file output (``.ply``/``.splat``/``.glb``/``.obj``), the file to export."""
     if output is None:
         return None, None
     output = Path(output)
-    if output.suffix.lower() not in EXPORT_SUFFIXES:
+    holds = EXPORT_SUFFIXES.get(output.suffix.lower())
+    if holds is None:
         return output, None
-    if to != "gaussians":
-        raise ConfigError(f"--output {output}: a {output.suffix} file holds Gaussians; converting to {to!r} needs "
-                          f"a folder")
+    if to != holds:
+        raise ConfigError(f"--output {output}: a {output.suffix} file holds a {holds} scene; converting to {to!r} "
+                          f"needs a folder")
     return output.with_name(output.stem + "_convert"), output
+
+
+def export_field(path: Path, field: Representation) -> Path:
+    """Write ``field`` to an exchange file by its suffix (3DGS ``.ply``/``.splat``, mesh ``.glb``/``.obj``)."""
+    if field.kind == "mesh":
+        from radistill.io.mesh import save_mesh
+
+        return save_mesh(path, field)
+    from radistill.io.ply import save_gaussians
+
+    return save_gaussians(path, field)
 
 
 RENDERED_VIEWS = 64

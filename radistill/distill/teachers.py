@@ -84,7 +84,12 @@ class FieldTeacher:
         from radistill.io.checkpoint import (background_from_metadata, cameras_from_metadata, field_from_checkpoint,
                                              read_checkpoint)
 
-        if Path(path).suffix.lower() in (".ply", ".splat"):  # a 3DGS scene: no cameras, no background saved
+        suffix = Path(path).suffix.lower()
+        if suffix in (".ply", ".splat", ".glb", ".gltf", ".obj", ".off", ".stl"):  # no cameras, no background saved
+            from radistill.io.mesh import MESH_SUFFIXES, load_mesh, ply_has_faces
+
+            if suffix in MESH_SUFFIXES and (suffix != ".ply" or ply_has_faces(path)):
+                return cls(load_mesh(path).to(device))
             from radistill.io.ply import load_gaussians
 
             return cls(load_gaussians(path).to(device))

@@ -31,6 +31,7 @@ KINDS: dict[str, str] = {
     "tensorf-vm": "radistill.fields.tensorf:TensoRFVMField",
     "tensorf-cp": "radistill.fields.tensorf:TensoRFCPField",
     "gaussians": "radistill.fields.gaussians:GaussiansField",
+    "mesh": "radistill.fields.mesh:MeshField",
 }
 NEURAL_KINDS = ("mlp", "hashgrid", "tensorf-vm", "tensorf-cp")
 """The kinds made of an encoder, the junction and the shared colour decoder."""
@@ -141,6 +142,26 @@ class Representation(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+
+def render_volumetric(field: Representation, rays: Any, volume_step: int, background: Tensor | None = None,
+                      perturb: bool = False, generator: torch.Generator | None = None,
+                      window: int | None = None) -> RenderOutputs:
+    """Volume rendering of ``field.query`` along rays, ``volume_step`` samples along the aabb
+    diagonal: the ray renderer of kinds whose own renderer draws whole images (Gaussians, meshes)."""
+    from radistill.render.volume import render_rays
+
+    step = float((field.aabb[1] - field.aabb[0]).norm()) / volume_step
+
+    def sigma_rgb(x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+        out = field.query(x, d)
+        return out.sigma, out.rgb
+
+    out = render_rays(sigma_rgb, rays, field.aabb, step, None, background, perturb, generator, 1e-4, window)
+    samples = out.samples
+    return RenderOutputs(out.rgb, out.depth, out.opacity, out.weights,
+                         None if samples is None else samples.ray_ids,
+                         None if samples is None else samples.positions, out.n_samples)
 
 
 def kind_class(kind: str) -> type[Representation]:

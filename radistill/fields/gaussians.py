@@ -23,11 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from radistill.errors import ConfigError
-from radistill.fields.base import FieldOutputs, RenderOutputs, Representation
+from radistill.fields.base import FieldOutputs, RenderOutputs, Representation, render_volumetric
 from radistill.fields.gaussian_volume import GaussianVolume
 from radistill.fields.sh import C0, sh_basis
 from radistill.render.splat import Camera, rasterize
-from radistill.render.volume import render_rays
 
 
 @dataclass
@@ -214,17 +213,7 @@ class GaussiansField(Representation):
     def render(self, rays: Any, background: Tensor | None = None, perturb: bool = False,
                generator: torch.Generator | None = None, window: int | None = None) -> RenderOutputs:
         """Volume rendering of the volumetric view along arbitrary rays (images use ``render_image``)."""
-        step = float((self.aabb[1] - self.aabb[0]).norm()) / self.config.volume_step
-
-        def sigma_rgb(x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
-            out = self.query(x, d)
-            return out.sigma, out.rgb
-
-        out = render_rays(sigma_rgb, rays, self.aabb, step, None, background, perturb, generator, 1e-4, window)
-        samples = out.samples
-        return RenderOutputs(out.rgb, out.depth, out.opacity, out.weights,
-                             None if samples is None else samples.ray_ids,
-                             None if samples is None else samples.positions, out.n_samples)
+        return render_volumetric(self, rays, self.config.volume_step, background, perturb, generator, window)
 
     # ------------------------------------------------------------------ rasterisation
 

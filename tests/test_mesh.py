@@ -1,0 +1,319 @@
+"""The mesh kind: volumetric view, extraction from a density, files, bad input, conversions."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from radistill.errors import ConfigError, DatasetError
+from radistill.fields.base import FieldOutputs, Representation, render_volumetric
+from radistill.fields import meshing
+from radistill.fields.mesh import MeshConfig, MeshField
+from radistill.fields.mesh_volume import closest_point_barycentrics, parity_inside
+from radistill.io.mesh import MeshFileWarning, load_mesh, ply_has_faces, save_mesh
+
+
+class Ball(Representation):
+    """A density that is 50 inside a ball of radius 0.5, coloured by position: an analytic field
+    (the teacher of the extraction tests), volume-rendered through the contract."""
+
+    kind = "ball"
+
+    def __init__(self, radius=0.5, center=(0.0, 0.0, 0.0)) -> None:
+        super().__init__(None, torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+        self.radius = radius
+        self.register_buffer("center", torch.tensor(center))
+
+    def density(self, x):
+        return 50.0 * ((x - self.center).norm(dim=-1) < self.radius).float()
+
+    def query(self, x, d):
+        return FieldOutputs(self.density(x), (x * 0.5 + 0.5).clamp(0, 1))
+
+    def render(self, rays, background=None, **options):
+        return render_volumetric(self, rays, 256, background)
+
+
+def cube(half=0.5):
+    """A closed unit cube, triangles wound counter-clockwise seen from outside."""
+    v = torch.tensor([[x, y, z] for x in (-half, half) for y in (-half, half) for z in (-half, half)])
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    faces = []
+    for a, b, c, d in quads:
+        faces += [[a, b, c], [a, c, d]]
+    return v, torch.tensor(faces)
+
+
+def cube_sdf(x, half=0.5):
+    """Signed distance to the cube, positive inside."""
+    q = x.abs() - half
+    outside = q.clamp_min(0).norm(dim=-1)
+    inside = q.max(-1).values.clamp_max(0)
+    return -(outside + inside)
+
+
+def test_cube_is_wound_outwards():
+    v, f = cube()
+    c = v[f]
+    volume = (torch.linalg.cross(c[:, 0], c[:, 1]) * c[:, 2]).sum() / 6
+    assert torch.isclose(volume, torch.tensor(1.0))
+
+
+def test_closest_point_on_triangles_matches_dense_sampling():
+    g = torch.Generator().manual_seed(0)
+    corners = torch.rand(200, 3, 3, generator=g, dtype=torch.float64)
+    p = torch.rand(200, 3, generator=g, dtype=torch.float64) * 2 - 0.5
+    bary = closest_point_barycentrics(p, corners)
+    best = ((bary[..., None] * corners).sum(1) - p).norm(dim=-1)
+    n = 120
+    i, j = torch.meshgrid(torch.arange(n + 1), torch.arange(n + 1), indexing="ij")
+    keep = i + j <= n
+    u, v = (i[keep] / n).double(), (j[keep] / n).double()
+    grid = torch.stack([1 - u - v, u, v], -1)  # [S, 3]
+    pts = torch.einsum("sk,fkd->fsd", grid, corners)
+    dense = (pts - p[:, None]).norm(dim=-1).min(-1).values
+    assert bool((best <= dense + 1e-6).all())
+    assert torch.allclose(best, dense, atol=2e-2)
+    assert torch.allclose(bary.sum(-1), torch.ones(200, dtype=torch.float64))
+
+
+def test_parity_fills_the_inside_of_a_closed_mesh_even_with_a_hole():
+    v, f = cube(0.5)
+    lo, res = torch.tensor([-1.0, -1.0, -1.0]), 20
+    step = torch.full((3,), 2.0 / res)
+    centres = lo + (torch.arange(res) + 0.5)[:, None] * step  # per axis
+    x, y, z = torch.meshgrid(centres[:, 0], centres[:, 1], centres[:, 2], indexing="ij")
+    truth = (x.abs() < 0.5) & (y.abs() < 0.5) & (z.abs() < 0.5)
+    assert torch.equal(parity_inside(v, f, lo, step, res), truth)
+    holed = parity_inside(v, f[1:], lo, step, res)  # one triangle missing: the vote keeps the inside
+    assert (holed != truth).float().mean() < 0.01
+
+
+def test_query_density_follows_the_signed_distance_and_colour_the_nearest_surface():
+    v, f = cube(0.5)
+    colors = torch.tensor([[1.0, 0, 0] if p[0] > 0 else [0.0, 0, 1] for p in v])
+    mesh = MeshField.from_arrays(v, f, vertex_colors=colors, aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]),
+                                 config=MeshConfig(occupancy_resolution=64, band=1.0))
+    band = 2.0 / 64
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(500, 3, generator=g) * 1.6 - 0.8
+    out = mesh.query(x, torch.zeros_like(x))
+    sdf = cube_sdf(x)
+    expected = 2 / band * torch.sigmoid(sdf / band)
+    near = sdf.abs() < 6 * band
+    assert torch.allclose(out.sigma[near], expected[near], rtol=1e-3, atol=1e-3)
+    assert torch.allclose(out.sigma[~near], expected[~near], atol=0.2 / band)  # coarse distance far away
+    # points just outside the +x face see red, just outside -x blue
+    px = torch.tensor([[0.55, 0.1, -0.2], [-0.55, 0.0, 0.3]])
+    rgb = mesh.query(px, torch.zeros_like(px)).rgb
+    assert torch.allclose(rgb, torch.tensor([[1.0, 0, 0], [0.0, 0, 1]]), atol=1e-5)
+    assert torch.allclose(mesh.density(x), out.sigma)
+
+
+def test_volume_render_of_the_cube_is_opaque_where_rays_hit_it():
+    from radistill.cameras import Rays
+
+    v, f = cube(0.5)
+    mesh = MeshField.from_arrays(v, f, aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]),
+                                 config=MeshConfig(occupancy_resolution=64))
+    o = torch.tensor([[0.0, 0.0, 3.0], [0.8, 0.8, 3.0]])
+    d = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    out = mesh.render(Rays(o, d, d, torch.zeros(2), torch.full((2,), 6.0)), torch.ones(3))
+    assert out.opacity[0] > 0.99 and out.opacity[1] < 1e-3
+    assert abs(float(out.depth[0]) - 2.5) < 0.05  # the surface at z = 0.5
+
+
+def test_extraction_finds_the_ball_surface_wound_outwards_and_drops_floaters():
+    ball = Ball(0.5)
+    grid = meshing.density_grid(ball, 64)
+    level = 25.0
+    v, f = meshing.extract_surface(grid, ball.aabb, level)
+    r = v.norm(dim=-1)
+    assert abs(float(r.mean()) - 0.5) < 2.0 / 63 and float((r - 0.5).abs().max()) < 2.0 / 63
+    c = v[f]
+    volume = float((torch.linalg.cross(c[:, 0], c[:, 1]) * c[:, 2]).sum() / 6)
+    assert abs(volume - 4 / 3 * math.pi * 0.125) < 0.05
+    # a second, tiny ball is a floater
+    v2, f2 = meshing.extract_surface(meshing.density_grid(Ball(0.05, (0.8, 0.8, 0.8)), 64), ball.aabb, level)
+    both_v, both_f = torch.cat([v, v2]), torch.cat([f, f2 + v.shape[0]])
+    kept_v, kept_f = meshing.drop_small_pieces(both_v, both_f, 0.05)
+    assert kept_f.shape[0] == f.shape[0] and float(kept_v.norm(dim=-1).max()) < 0.6
+
+
+def test_a_level_without_surface_is_a_clear_error():
+    grid = meshing.density_grid(Ball(), 16)
+    with pytest.raises(ConfigError, match="no surface.*outside the range"):
+        meshing.extract_surface(grid, torch.tensor([[-1.0] * 3, [1.0] * 3]), 1e6)
+    with pytest.raises(ConfigError, match="no surface.*outside the range"):
+        MeshField.from_teacher(Ball(), MeshConfig(resolution=16, level=1e6))
+
+
+def test_the_automatic_level_lies_between_empty_space_and_the_surface():
+    """The ball's density is 50 inside: rays reach half opacity inside it, so the level is 25."""
+    assert meshing.surface_level(Ball()) == pytest.approx(25.0)
+
+
+def test_from_teacher_gives_a_textured_ball_coloured_by_the_teacher():
+    mesh = MeshField.from_teacher(Ball(), MeshConfig(resolution=48, texture_size=64, max_faces=2000))
+    assert mesh.textured and 0 < mesh.faces.shape[0] <= 2100
+    # every surface point's texture colour is the teacher's colour there (x * 0.5 + 0.5)
+    g = torch.Generator().manual_seed(0)
+    tri = torch.randint(mesh.faces.shape[0], (300,), generator=g)
+    bary = torch.distributions.Dirichlet(torch.ones(3)).sample((300,))
+    x = (bary[..., None] * mesh.vertices.detach()[mesh.faces[tri]]).sum(1)
+    error = (mesh.surface_color(tri, bary) - (x * 0.5 + 0.5)).abs().amax(-1).detach()
+    # a few points at chart borders of this tiny atlas get a neighbour's colour; baking fixes those
+    assert float(error.median()) < 0.005 and float(error.quantile(0.9)) < 0.02
+
+
+def textured_quad_mesh(texture_hw=(37, 53)):
+    v = torch.tensor([[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 0.8]])
+    f = torch.tensor([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4], [0, 2, 1], [0, 3, 2]])
+    uvs = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.8]])
+    uv_faces = torch.tensor([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4], [5, 5, 5], [5, 5, 5]])
+    tex = torch.rand(*texture_hw, 3, generator=torch.Generator().manual_seed(3))
+    return MeshField.from_arrays(v, f, uvs, uv_faces, tex)
+
+
+def views(n=3, resolution=40):
+    from radistill.cameras import orbit_poses, pinhole_cameras
+
+    return pinhole_cameras(orbit_poses(n, 4.0, 35.0), resolution)
+
+
+@pytest.mark.parametrize("suffix", [".glb", ".obj"])
+def test_textured_files_round_trip_with_odd_texture_sizes(tmp_path, suffix):
+    mesh = textured_quad_mesh((37, 53))
+    path = save_mesh(tmp_path / f"m{suffix}", mesh)
+    back = load_mesh(path)
+    assert back.textured and back.texture.shape == (37, 53, 3)
+    assert torch.allclose(back.texture, mesh.texture.detach(), atol=0.5 / 255 + 1e-6)  # 8-bit PNG
+    # same surface: the same set of triangles by position
+    tri = {tuple(sorted(map(tuple, mesh.vertices.detach()[f].tolist()))) for f in mesh.faces}
+    tri_back = {tuple(sorted(map(tuple, back.vertices.detach()[f].tolist()))) for f in back.faces}
+    assert tri == tri_back
+    cams = views()
+    for k in range(3):
+        a = mesh.render_image(cams, k, torch.ones(3))["rgb"]
+        b = back.render_image(cams, k, torch.ones(3))["rgb"]
+        assert (a - b).abs().max() < 2.0 / 255
+
+
+def test_glb_is_valid_gltf_with_metallic_roughness_and_unlit_material(tmp_path):
+    import pygltflib
+    import trimesh
+
+    mesh = textured_quad_mesh()
+    path = save_mesh(tmp_path / "m.glb", mesh)
+    gltf = pygltflib.GLTF2().load(str(path))
+    material = gltf.materials[0]
+    assert material.pbrMetallicRoughness.baseColorTexture.index == 0
+    assert material.pbrMetallicRoughness.metallicFactor == 0.0
+    assert material.pbrMetallicRoughness.roughnessFactor == 1.0
+    assert "KHR_materials_unlit" in material.extensions and "KHR_materials_unlit" in gltf.extensionsUsed
+    prim = gltf.meshes[0].primitives[0]
+    assert prim.attributes.TEXCOORD_0 is not None and prim.attributes.NORMAL is not None
+    pos = gltf.accessors[prim.attributes.POSITION]
+    assert np.allclose(pos.min, mesh.vertices.detach().amin(0).tolist())
+    scene = trimesh.load(path)
+    assert sum(len(g.faces) for g in scene.geometry.values()) == mesh.faces.shape[0]
+
+
+@pytest.mark.parametrize("suffix", [".glb", ".obj"])
+def test_vertex_coloured_meshes_round_trip(tmp_path, suffix):
+    v, f = cube()
+    colors = torch.rand(8, 3, generator=torch.Generator().manual_seed(2))
+    mesh = MeshField.from_arrays(v, f, vertex_colors=colors)
+    back = load_mesh(save_mesh(tmp_path / f"c{suffix}", mesh))
+    assert not back.textured
+    order = [int(torch.nonzero((back.vertices.detach() == p).all(-1))[0]) for p in v]
+    assert torch.allclose(back.vertex_colors.detach()[order], colors, atol=1.5 / 255)
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    from radistill.io.checkpoint import load_field, save_field
+
+    mesh = textured_quad_mesh((9, 12))
+    back = load_field(save_field(tmp_path / "m.safetensors", mesh))
+    for name in ("vertices", "faces", "uvs", "uv_faces", "texture", "vertex_colors"):
+        assert torch.equal(getattr(back, name), getattr(mesh, name)), name
+    cams = views(1)
+    assert torch.equal(back.render_image(cams, 0)["rgb"], mesh.render_image(cams, 0)["rgb"])
+
+
+def test_bad_meshes_give_clear_errors_or_documented_fallbacks(tmp_path):
+    v, f = cube()
+    with pytest.raises(ConfigError, match="empty"):
+        MeshField.from_arrays(v, f[:0])
+    with pytest.raises(ConfigError, match="outside 0..7"):
+        MeshField.from_arrays(v, torch.tensor([[0, 1, 8]]))
+    with pytest.raises(ConfigError, match="NaN"):
+        MeshField.from_arrays(torch.where(torch.arange(8)[:, None] == 2, float("nan"), v), f)
+    with pytest.raises(ConfigError, match="needs UVs"):
+        MeshField.from_arrays(v, f, texture=torch.rand(4, 4, 3))
+    # files: empty, garbage, no colours (grey fallback), degenerate faces (dropped with a count)
+    (tmp_path / "empty.obj").write_text("# nothing\n")
+    with pytest.raises(DatasetError, match="empty.obj"):
+        load_mesh(tmp_path / "empty.obj")
+    (tmp_path / "junk.glb").write_bytes(b"glTF\x02\x00\x00\x00garbage")
+    with pytest.raises(DatasetError, match="junk.glb"):
+        load_mesh(tmp_path / "junk.glb")
+    with pytest.raises(DatasetError, match="no such"):
+        load_mesh(tmp_path / "missing.obj")
+    lines = [f"v {x} {y} {z}" for x, y, z in v.tolist()] + [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in f.tolist()]
+    (tmp_path / "plain.obj").write_text("\n".join(lines + ["f 1 1 2"]) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plain = load_mesh(tmp_path / "plain.obj")
+    messages = [str(w.message) for w in caught if issubclass(w.category, MeshFileWarning)]
+    assert any("no colours" in m for m in messages)
+    assert plain.faces.shape[0] == 12 and torch.allclose(plain.vertex_colors, torch.full((8, 3), 0.7))
+
+
+def test_non_manifold_meshes_render_and_answer_queries():
+    """Three triangles on one edge (a 'book'): drawn, and the volumetric view still answers."""
+    v = torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.5, 0.0], [0.6, 0.0, 0.0], [-0.5, 0.0, 0.3], [0.0, 0.0, -0.6]])
+    f = torch.tensor([[0, 1, 2], [1, 0, 3], [0, 1, 4]])
+    mesh = MeshField.from_arrays(v, f, config=MeshConfig(occupancy_resolution=32))
+    img = mesh.render_image(views(1), 0, torch.ones(3))
+    assert img["opacity"].sum() > 10
+    out = mesh.query(torch.tensor([[0.3, 0.0, 0.0], [0.9, 0.9, 0.9]]), torch.zeros(2, 3))
+    assert out.sigma[0] > out.sigma[1] and torch.isfinite(out.rgb).all()
+
+
+def test_ply_faces_decide_between_mesh_and_gaussians(tmp_path):
+    import trimesh
+
+    v, f = cube()
+    path = tmp_path / "cube.ply"
+    trimesh.Trimesh(v.numpy(), f.numpy(), process=False).export(path)
+    assert ply_has_faces(path)
+    from radistill.distill.teachers import FieldTeacher
+
+    assert FieldTeacher.from_checkpoint(path).kind == "mesh"
+
+
+@pytest.mark.slow
+def test_conversion_to_a_mesh_bakes_the_texture_and_back_to_a_field(tiny_teacher, tmp_path):
+    """hashgrid -> mesh (.glb) improves the texture over its start; the .glb converts back."""
+    from radistill.conversion import ConvertConfig, compare_on_views, convert
+    from radistill.distill.objectives import DistillConfig
+    from radistill.distill.teachers import FieldTeacher
+
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    options = {"resolution": 64, "texture_size": 128, "max_faces": 5000}
+    start = MeshField.from_teacher(teacher.field, MeshConfig(**options))
+    before = compare_on_views(start, teacher, 4)["psnr_vs_teacher"]
+    cfg = ConvertConfig(distill=DistillConfig(stage_steps=(0, 0, 150)), progress=False, report_views=4)
+    result = convert(tiny_teacher, "mesh", cfg, student_options=options, output=tmp_path / "scene.glb")
+    assert result.path == tmp_path / "scene.glb" and result.path.is_file()
+    after = compare_on_views(result.student, teacher, 4)["psnr_vs_teacher"]
+    assert after > before + 0.5
+    assert (tmp_path / "scene_convert" / "mesh.safetensors").is_file()
+    back = convert(tmp_path / "scene.glb", "hashgrid",
+                   ConvertConfig(distill=DistillConfig(stage_steps=(0, 60, 120)), progress=False, report_views=4))
+    assert back.report["from"] == "mesh" and back.report["psnr_vs_teacher"] > 18
