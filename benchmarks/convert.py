@@ -15,6 +15,10 @@ Run (about 75 minutes on a 2-core CPU; the teachers come from the training bench
 * gaussians: hashgrid -> gaussians, then that Gaussian scene (saved as
   outputs/bench_train/lego_gaussians.safetensors) -> hashgrid, each given ``--budget``
   seconds. Target: within 1.0 dB of the teacher's held-out PSNR.
+* mesh: hashgrid -> mesh (saved as outputs/bench_train/lego_mesh.safetensors and .glb), then
+  that mesh -> hashgrid, each given ``--budget`` seconds of distillation (the extraction before
+  it is counted in ``wall_s``). Target: the textured mesh within 2.0 dB of the teacher's
+  held-out PSNR.
 
 Held-out PSNR is against the photos ``i % 8 == 0``; ``psnr_teacher`` compares the student with
 the teacher's renders of those same held-out poses. Writes benchmarks/results/convert_lego_cpu.json
@@ -77,7 +81,9 @@ class Bench:
         poses, rays, points = LEVELS[levels]
         config = ConvertConfig(distill=DistillConfig(stage_steps=STAGES, active=ActiveConfig(poses, rays, points)),
                                max_seconds=budget, checkpoint_every=0, progress=False, report_views=0)
+        t0 = time.perf_counter()
         result = convert(teacher, dst, config, dict(PRESETS.get(dst, {})))
+        wall = time.perf_counter() - t0
         student = result.student
         if dst == "gaussians":  # the Gaussian teacher of gaussians -> *
             from radistill.io.checkpoint import save_field
@@ -85,6 +91,14 @@ class Bench:
             save_field(self.teachers_dir / "lego_gaussians.safetensors", student, extra_metadata={
                 "cameras": teacher.cameras.to_dict(), "background": teacher.background.tolist(), "scene": "lego"})
             self._teachers.pop("gaussians", None)
+        if dst == "mesh":  # the mesh teacher of mesh -> *, and the file for the glTF viewer check
+            from radistill.io.checkpoint import save_field
+            from radistill.io.mesh import save_mesh
+
+            save_field(self.teachers_dir / "lego_mesh.safetensors", student, extra_metadata={
+                "cameras": teacher.cameras.to_dict(), "background": teacher.background.tolist(), "scene": "lego"})
+            save_mesh(self.teachers_dir / "lego_mesh.glb", student)
+            self._teachers.pop("mesh", None)
         ev = evaluate_split(student, self.scene, "test", save_dir=self.renders / f"{src}_to_{dst}" if save_renders else None)
         _, cams = self.scene.split("test")
         vs_teacher = [psnr(render_image(student, cams, k, self.scene.background)["rgb"], ref)
@@ -97,10 +111,14 @@ class Bench:
                         "psnr_teacher": round(sum(vs_teacher) / len(vs_teacher), 3),
                         "teacher_heldout_psnr": round(self.teacher_psnr[src], 3),
                         "delta_db": round(ev["psnr"] - self.teacher_psnr[src], 3),
-                        "seconds": round(result.train.seconds, 1), "steps": result.train.steps},
+                        "seconds": round(result.train.seconds, 1), "steps": result.train.steps,
+                        "wall_s": round(wall, 1)},
         }
         if dst == "gaussians":
             record["metrics"]["gaussians"] = len(student)
+        if dst == "mesh":
+            record["metrics"]["faces"] = int(student.faces.shape[0])
+            record["params"]["mesh"] = student.config_dict()
         m = record["metrics"]
         print(f"{record['id']}: {m['psnr']:.2f} dB held-out ({m['delta_db']:+.2f} vs teacher), "
               f"{m['psnr_teacher']:.2f} dB vs teacher, {m['steps']} steps in {m['seconds']:.0f} s", flush=True)
@@ -109,8 +127,8 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=["matrix", "headline", "ablation", "gaussians"],
-                        default=["matrix", "headline", "ablation", "gaussians"])
+    parser.add_argument("--only", nargs="+", choices=["matrix", "headline", "ablation", "gaussians", "mesh"],
+                        default=["matrix", "headline", "ablation", "gaussians", "mesh"])
     parser.add_argument("--pairs", nargs="+", help="matrix pairs as src->dst (default: all 12)")
     parser.add_argument("--budget", type=float, default=120.0, help="seconds per matrix conversion")
     parser.add_argument("--headline-budget", type=float, default=60.0)
@@ -148,6 +166,10 @@ def main() -> None:
         for src, dst in (("hashgrid", "gaussians"), ("gaussians", "hashgrid")):
             records.append(bench.run(src, dst, args.budget, save_renders=True))
             flush()
+    if "mesh" in args.only:
+        for src, dst in (("hashgrid", "mesh"), ("mesh", "hashgrid")):
+            records.append(bench.run(src, dst, args.budget, save_renders=True))
+            flush()
     if "ablation" in args.only:
         for dst in ("mlp", "tensorf-vm"):
             for levels in LEVELS:
@@ -159,7 +181,7 @@ def main() -> None:
 def write(records: list[dict]) -> None:
     cols = [("PSNR", "psnr"), ("teacher PSNR", "teacher_heldout_psnr"), ("Δ dB", "delta_db"),
             ("PSNR vs teacher", "psnr_teacher"), ("SSIM", "ssim"), ("seconds", "seconds"), ("steps", "steps"),
-            ("budget s", "budget_s"), ("AL", "al")]
+            ("budget s", "budget_s"), ("wall s", "wall_s"), ("AL", "al")]
     path = write_results("convert_lego_cpu", "convert", records, cols)
     append_matrix(path)
     print(f"wrote {path}")
@@ -181,8 +203,8 @@ def append_matrix(path: Path) -> None:
                         if f"convert/lego/{src}->{d}" in by_id), None)
         label = src if teacher is None else f"{src} ({teacher:.2f})"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Gaussians (held-out PSNR, difference to the teacher):", ""]
-    for pair in ("hashgrid->gaussians", "gaussians->hashgrid"):
+    lines += ["", "Gaussians and meshes (held-out PSNR, difference to the teacher):", ""]
+    for pair in ("hashgrid->gaussians", "gaussians->hashgrid", "hashgrid->mesh", "mesh->hashgrid"):
         m = by_id.get(f"convert/lego/{pair}")
         if m is not None:
             lines.append(f"- {pair}: {m['psnr']:.2f} dB ({m['delta_db']:+.2f}; teacher {m['teacher_heldout_psnr']:.2f})")

@@ -50,4 +50,5 @@ status=0
 gpu_tests=$(grep -rl "mark.gpu" tests --include="*.py")
 timeout 120 python3 -m pytest -q -m gpu $gpu_tests -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
 timeout 120 python3 benchmarks/gaussians.py --only raster --out "$OUT" 2>&1 | tee "$OUT/gaussians_bench.txt" || status=1
+timeout 120 python3 benchmarks/mesh.py --only raster --out "$OUT" 2>&1 | tee "$OUT/mesh_bench.txt" || status=1
 exit $status

@@ -2,14 +2,15 @@
 
 Builds the procedural scene (written to disk in NeRF Blender format and read back), trains a
 ``hashgrid`` field from its photos, evaluates it on the held-out views, renders a turntable,
-converts the hashgrid to every other kind (no photos needed), converts the Gaussians back to a
-hashgrid, and prints a results table. Everything lands in the output folder:
+converts the hashgrid to every other kind (no photos needed), converts the Gaussians and the
+mesh back to a hashgrid, and prints a results table. Everything lands in the output folder:
 
     outputs/demo/scene/              the built-in scene (transforms_*.json, PNG, depth/normal .npy)
     outputs/demo/hashgrid.safetensors  the trained field
     outputs/demo/convert_<kind>/     each conversion (<kind>.safetensors, report.json)
     outputs/demo/scene.ply           the Gaussians as a 3DGS PLY (for any splat viewer)
-    outputs/demo/convert_gaussians_to_hashgrid/   the Gaussians converted back
+    outputs/demo/scene.glb           the textured mesh as glTF 2.0 (for Blender, game engines, the web)
+    outputs/demo/convert_<gaussians|mesh>_to_hashgrid/   the Gaussians and the mesh converted back
     outputs/demo/renders/            held-out renders next to ground truth
     outputs/demo/turntable.gif       a 36-frame orbit
     outputs/demo/results.json        the table below, as data
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from radistill.conversion import ConvertConfig, convert
+from radistill.conversion import ConvertConfig, convert, export_field
 from radistill.datasets import load_scene
 from radistill.datasets.procedural import write_builtin_scene
 from radistill.distill.engine import TrainConfig, train
@@ -40,7 +41,9 @@ DEMO_HASHGRID = {"log2_table": 16, "max_resolution": 256, "samples_per_ray": 128
 DEMO_STUDENTS = {"mlp": {"samples_per_ray": 128}, "tensorf-vm": {"samples_per_ray": 128, "final_resolution": 96},
                  "tensorf-cp": {"samples_per_ray": 128, "final_resolution": 128, "density_components": 48,
                                 "app_components": 96},
-                 "gaussians": {"initial_gaussians": 20000, "sh_degree": 1}}
+                 "gaussians": {"initial_gaussians": 20000, "sh_degree": 1},
+                 "mesh": {"resolution": 128, "max_faces": 30000, "texture_size": 512}}
+EXPORTS = {"gaussians": "scene.ply", "mesh": "scene.glb"}
 
 
 def format_table(rows: list[dict]) -> str:
@@ -82,17 +85,16 @@ def run_demo(output: Path = Path("outputs/demo"), seconds: float = 120.0, resolu
              "samples_per_s": result.samples_per_s, "psnr_vs_teacher": None, "psnr": ev["psnr"], "ssim": ev["ssim"]}]
     conversions = [("hashgrid", kind, output / "hashgrid.safetensors", options, output / f"convert_{kind}")
                    for kind, options in DEMO_STUDENTS.items()]
-    conversions.append(("gaussians", "hashgrid", output / "convert_gaussians" / "gaussians.safetensors",
-                        DEMO_HASHGRID, output / "convert_gaussians_to_hashgrid"))
+    for kind in EXPORTS:
+        conversions.append((kind, "hashgrid", output / f"convert_{kind}" / f"{kind}.safetensors", DEMO_HASHGRID,
+                            output / f"convert_{kind}_to_hashgrid"))
     for source, kind, teacher, options, out_dir in conversions if convert_seconds > 0 else ():
         print(f"converting {source} -> {kind} ({convert_seconds:.0f} s) ...")
         config = ConvertConfig(distill=DistillConfig(stage_steps=(5000, 10000, 35000)), max_seconds=convert_seconds,
                                seed=seed, report_views=4)
         conv = convert(teacher, kind, config, options, output=out_dir)
-        if kind == "gaussians":
-            from radistill.io.ply import save_gaussians
-
-            save_gaussians(output / "scene.ply", conv.student)
+        if kind in EXPORTS:
+            export_field(output / EXPORTS[kind], conv.student)
         ev_kind = evaluate_split(conv.student, scene, "test", save_dir=output / "renders" / f"{source}_to_{kind}")
         rows.append({"kind": kind, "from": source, "steps": conv.train.steps, "seconds": conv.train.seconds,
                      "samples_per_s": conv.train.samples_per_s, "psnr_vs_teacher": conv.report["psnr_vs_teacher"],
@@ -104,6 +106,6 @@ def run_demo(output: Path = Path("outputs/demo"), seconds: float = 120.0, resolu
     print()
     print(format_table(rows))
     print(f"\nPSNR vs GT and SSIM on the 8 held-out views; PSNR vs teacher on random teacher poses; "
-          f"total {total:.0f} s.\nOutputs in {output}/ (hashgrid.safetensors, convert_<kind>/, scene.ply, "
+          f"total {total:.0f} s.\nOutputs in {output}/ (hashgrid.safetensors, convert_<kind>/, scene.ply, scene.glb, "
           f"turntable.gif, renders/, results.json)")
     return summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,9 @@ def tiny_teacher(tiny_scene, tmp_path_factory):
     save_field(path, field, extra_metadata={"cameras": tiny_scene.cameras[tiny_scene.train_indices].to_dict(),
                                             "background": tiny_scene.background.tolist()})
     return path
+
+
+def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    """``radistill ARGS`` in a subprocess (``from conftest import run_cli``)."""
+    return subprocess.run([sys.executable, "-m", "radistill.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)

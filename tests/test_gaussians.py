@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import run_cli
 
 from radistill.fields.gaussian_volume import GaussianVolume, precision_matrices
 from radistill.fields.gaussians import GaussiansConfig, GaussiansField
@@ -185,10 +184,6 @@ def test_conversion_into_gaussians_and_back_improves_on_the_start(tiny_teacher, 
     assert back.report["psnr_vs_teacher"] > fresh["psnr_vs_teacher"] + 3
 
 
-def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "radistill.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
-
 
 @pytest.mark.slow
 def test_cli_converts_a_ply_scene_and_exports_one(tiny_teacher, tmp_path):
@@ -207,7 +202,7 @@ def test_cli_rejects_a_ply_output_for_a_field_a_broken_ply_and_training_gaussian
     out = run_cli("train", "--kind", "gaussians", "--output", tmp_path / "t")
     assert out.returncode == 2 and "radistill convert FIELD --to gaussians" in out.stderr
     out = run_cli("convert", tiny_teacher, "--to", "mlp", "--output", tmp_path / "x.ply")
-    assert out.returncode == 2 and "x.ply: a .ply file holds Gaussians" in out.stderr
+    assert out.returncode == 2 and "x.ply: a .ply file holds a gaussians scene" in out.stderr
     bad = tmp_path / "bad.ply"
     bad.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n")
     out = run_cli("convert", bad, "--to", "hashgrid", "--output", tmp_path / "o")

@@ -315,5 +315,32 @@ def test_conversion_to_a_mesh_bakes_the_texture_and_back_to_a_field(tiny_teacher
     assert after > before + 0.5
     assert (tmp_path / "scene_convert" / "mesh.safetensors").is_file()
     back = convert(tmp_path / "scene.glb", "hashgrid",
-                   ConvertConfig(distill=DistillConfig(stage_steps=(0, 60, 120)), progress=False, report_views=4))
+                   ConvertConfig(distill=DistillConfig(stage_steps=(0, 30, 60)), progress=False, report_views=4))
     assert back.report["from"] == "mesh" and back.report["psnr_vs_teacher"] > 18
+
+
+def test_cli_refuses_training_a_mesh_a_glb_output_for_a_field_and_a_broken_mesh(tiny_teacher, tmp_path):
+    from conftest import run_cli
+
+    out = run_cli("train", "--kind", "mesh", "--output", tmp_path / "t")
+    assert out.returncode == 2 and "radistill convert FIELD --to mesh" in out.stderr
+    out = run_cli("convert", tiny_teacher, "--to", "mlp", "--output", tmp_path / "x.glb")
+    assert out.returncode == 2 and "x.glb: a .glb file holds a mesh scene" in out.stderr
+    (tmp_path / "broken.obj").write_text("v 0 0 0\nv 1 0 0\nf 1 2 7\n")
+    out = run_cli("convert", tmp_path / "broken.obj", "--to", "hashgrid", "--output", tmp_path / "o")
+    assert out.returncode == 2 and "broken.obj" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_cli_converts_an_obj_mesh_to_a_field(tmp_path):
+    from conftest import run_cli
+
+    from radistill.io.checkpoint import load_field
+
+    v, f = cube(0.5)
+    colors = (v + 0.5).clamp(0, 1)
+    save_mesh(tmp_path / "cube.obj", MeshField.from_arrays(v, f, vertex_colors=colors))
+    out = run_cli("convert", tmp_path / "cube.obj", "--to", "hashgrid", "--output", tmp_path / "back",
+                  "--stage-steps", "5", "5", "10", "--set", "log2_table=12", "max_resolution=64")
+    assert out.returncode == 0, out.stderr
+    assert load_field(tmp_path / "back" / "hashgrid.safetensors").kind == "hashgrid"

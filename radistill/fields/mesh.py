@@ -16,6 +16,7 @@ per triangle corner (as in OBJ), so seams in the atlas do not cut the surface ap
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,10 +43,13 @@ class MeshConfig:
     median 25.9 dB, 0.5x 27.5 dB, 1x 22.4 dB."""
     min_piece: float = 0.002
     """Connected pieces with fewer than this fraction of all faces are removed (floaters)."""
-    max_faces: int = 300000
-    """Quadric decimation down to this many faces (0: never)."""
+    max_faces: int = 30000
+    """Quadric decimation down to this many faces (0: never). xatlas's unwrapping time grows
+    faster than the face count (2 CPU cores: 12 s at 30,000 faces, about 5 minutes at 100,000);
+    on lego 100x100, 50,000 faces gave no better held-out PSNR than 30,000."""
     texture_size: int = 1024
-    """Texels per side of the base-colour texture."""
+    """Texels per side of the base-colour texture (lego 100x100, 30,000 faces: 1024 beat 512 by
+    0.7 dB with fixed vertices, and tied with moving ones)."""
     uv_padding: int = 2
     """Texels between charts of the atlas."""
     band: float = 1.0
@@ -58,17 +62,20 @@ class MeshConfig:
     """Triangles with a vertex closer than this to the camera are not drawn."""
     antialias: bool = True
     """Blend pixels across silhouette edges (gives vertices gradients at silhouettes)."""
-    supersample: int = 2
-    """Images are drawn at this many times the resolution per axis and box-filtered down, as a
-    pixel of a photo averages its footprint. Without it a texture finer than the pixels aliases
-    into speckle, and baking fits the speckle."""
+    supersample: int = 4
+    """Images are drawn at up to this many times the resolution per axis (at most about 2^21
+    pixels drawn) and box-filtered down, as a pixel of a photo averages its footprint. Without
+    it a texture finer than the pixels aliases into speckle, and baking fits the speckle.
+    Measured on lego 100x100 (hashgrid teacher, 60 s of baking): vs the teacher's renders 24.7 dB
+    at 1, 28.8 dB at 2, 30.2 dB at 4."""
     backend: str = "auto"
     """Rasteriser: ``auto`` (nvdiffrast on CUDA when installed, else torch), ``torch`` or ``nvdiffrast``."""
     lr_texture: float = 0.02
     lr_colors: float = 0.02
-    lr_vertices: float = 0.0
+    lr_vertices: float = 1e-3
     """Learning rate of the vertex positions (times the scene radius); 0 keeps the geometry of
-    the extraction and bakes only the colours."""
+    the extraction and bakes only the colours. Lego 100x100, 2 CPU minutes of baking, held-out
+    PSNR: 0 -> 27.75 dB, 5e-4 -> 30.04 dB, 1e-3 -> 30.88 dB, 2e-3 -> 30.29 dB."""
 
     def __post_init__(self) -> None:
         if self.resolution < 8 or self.occupancy_resolution < 8:
@@ -83,6 +90,10 @@ class MeshConfig:
             raise ConfigError(f"mesh: supersample must be at least 1, got {self.supersample}")
         if self.backend not in ("auto", "torch", "nvdiffrast"):
             raise ConfigError(f"mesh: backend must be auto, torch or nvdiffrast, got {self.backend!r}")
+
+
+SUPERSAMPLED_PIXELS = 1 << 21
+"""Most pixels drawn for one supersampled image."""
 
 
 class MeshField(Representation):
@@ -248,7 +259,7 @@ class MeshField(Representation):
         camera = Camera.from_cameras(cameras, index)
         camera.c2w = camera.c2w.to(self.vertices.device)
         cfg = self.config
-        s = cfg.supersample
+        s = max(1, min(cfg.supersample, int(math.sqrt(SUPERSAMPLED_PIXELS / (camera.width * camera.height)))))
         if s > 1:
             camera = Camera(camera.c2w, camera.fx * s, camera.fy * s, camera.cx * s, camera.cy * s, camera.width * s,
                             camera.height * s)

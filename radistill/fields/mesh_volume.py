@@ -23,6 +23,8 @@ NEIGHBOURS = 8
 """Candidate triangles examined per point (nearest surface samples)."""
 MAX_SAMPLES = 2_000_000
 """Most surface samples in the KD-tree."""
+COLOUR_GRID = 64
+"""Cells per axis of the grid that gives points far from the surface a nearby triangle."""
 
 
 class MeshVolume:
@@ -48,6 +50,21 @@ class MeshVolume:
         self.coarse_sdf = torch.from_numpy(coarse)  # [R, R, R] positive inside
         points, self.sample_triangle = surface_samples(self.vertices, self.faces, float(self.step.min()))
         self.tree = cKDTree(points.numpy())
+        # far from the surface a KD-tree search visits most of the tree (many samples are about
+        # equally far): there a coarse grid gives a nearby triangle instead
+        cres = min(COLOUR_GRID, resolution)
+        cell = self._cell(points, cres)
+        owner = torch.full((cres**3,), -1, dtype=torch.long)
+        owner[cell] = self.sample_triangle
+        _, nearest = ndimage.distance_transform_edt((owner < 0).reshape(cres, cres, cres).numpy(), return_indices=True)
+        nearest = torch.from_numpy(nearest.astype(np.int64)).reshape(3, -1)
+        self.cell_triangle = owner[(nearest[0] * cres + nearest[1]) * cres + nearest[2]]  # [cres^3]
+        self.colour_resolution = cres
+
+    def _cell(self, x: Tensor, res: int) -> Tensor:
+        """Flat index ``(i * res + j) * res + k`` of the cell of a ``res``^3 grid holding each point.  # [N]"""
+        ijk = torch.floor((x - self.lo) / ((self.hi - self.lo) / res)).long().clamp(0, res - 1)
+        return (ijk[:, 0] * res + ijk[:, 1]) * res + ijk[:, 2]
 
     def _grid(self, grid: Tensor, x: Tensor) -> Tensor:
         """Trilinear lookup of a cell-centred grid [R, R, R] at ``x`` [N, 3].  # [N]"""
@@ -58,14 +75,23 @@ class MeshVolume:
     def signed_distance(self, x: Tensor, margin: float) -> tuple[Tensor, Tensor, Tensor]:
         """Signed distance (positive inside), nearest triangle and barycentrics of the nearest
         point for points ``x`` [N, 3]. Within ``margin`` of the surface (by the coarse distance)
-        the distance is exact; beyond it the coarse one is returned (triangles still exact)."""
+        all three are exact; beyond it the coarse distance is returned with the triangle of the
+        nearest surface sample (its centre), which is all a point far from the surface needs."""
         x = x.detach().float().cpu()
         coarse = self._grid(self.coarse_sdf, x)
         inside = self._grid(self.inside, x) > 0.5
-        dist, tri, bary = self.closest(x)
         near = coarse.abs() <= margin + float(self.step.max())
-        signed = torch.where(inside, dist, -dist)
-        return torch.where(near, signed, coarse), tri, bary
+        signed = coarse.clone()
+        tri = torch.zeros(x.shape[0], dtype=torch.long)
+        bary = torch.full((x.shape[0], 3), 1.0 / 3.0)
+        idx = torch.nonzero(near).squeeze(1)
+        if idx.numel():
+            dist, tri[idx], bary[idx] = self.closest(x[idx])
+            signed[idx] = torch.where(inside[idx], dist, -dist)
+        far = torch.nonzero(~near).squeeze(1)
+        if far.numel():
+            tri[far] = self.cell_triangle[self._cell(x[far], self.colour_resolution)]
+        return signed, tri, bary
 
     def closest(self, x: Tensor, chunk: int = 65536) -> tuple[Tensor, Tensor, Tensor]:
         """Distance to the nearest surface point, its triangle and barycentrics.  # [N], [N], [N, 3]"""

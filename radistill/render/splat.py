@@ -26,7 +26,6 @@ Cameras use radistill's convention (OpenGL axes: looks down -z, +y up).
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Literal
