@@ -103,10 +103,11 @@ def test_query_density_follows_the_signed_distance_and_colour_the_nearest_surfac
     x = torch.rand(500, 3, generator=g) * 1.6 - 0.8
     out = mesh.query(x, torch.zeros_like(x))
     sdf = cube_sdf(x)
-    expected = 2 / band * torch.sigmoid(sdf / band)
+    expected = 4 / band * (sdf / band + 0.5).clamp(0, 1)
     near = sdf.abs() < 6 * band
     assert torch.allclose(out.sigma[near], expected[near], rtol=1e-3, atol=1e-3)
-    assert torch.allclose(out.sigma[~near], expected[~near], atol=0.2 / band)  # coarse distance far away
+    assert torch.equal(out.sigma[~near] == 0, sdf[~near] < 0)  # far away: empty outside, full inside
+    assert torch.allclose(out.sigma[~near & (sdf > 0)], torch.full_like(out.sigma[~near & (sdf > 0)], 4 / band))
     # points just outside the +x face see red, just outside -x blue
     px = torch.tensor([[0.55, 0.1, -0.2], [-0.55, 0.0, 0.3]])
     rgb = mesh.query(px, torch.zeros_like(px)).rgb
@@ -347,3 +348,35 @@ def test_cli_converts_an_obj_mesh_to_a_field(tmp_path):
                   "--stage-steps", "5", "5", "10", "--set", "log2_table=12", "max_resolution=64")
     assert out.returncode == 0, out.stderr
     assert load_field(tmp_path / "back" / "hashgrid.safetensors").kind == "hashgrid"
+
+
+@pytest.mark.slow
+def test_every_kind_converts_to_and_from_a_mesh(tiny_teacher, tmp_path):
+    """The pipeline runs between the mesh and every other kind: each student shows the scene
+    (covers about the pixels the mesh covers) after a few steps."""
+    from radistill.conversion import ConvertConfig, convert
+    from radistill.distill.objectives import DistillConfig
+    from radistill.distill.teachers import FieldTeacher
+
+    few = ConvertConfig(distill=DistillConfig(stage_steps=(0, 10, 20)), progress=False, report_views=2)
+    mesh_options = {"resolution": 48, "texture_size": 64, "max_faces": 3000}
+    mesh = convert(tiny_teacher, "mesh", few, mesh_options).student
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    mesh_teacher = FieldTeacher(mesh, teacher.cameras, teacher.background)
+    cams = teacher.views(teacher.sample_poses(1, torch.Generator().manual_seed(5)))
+    with torch.no_grad():
+        covered = mesh.render_image(cams, 0, teacher.background)["opacity"] > 0.5
+    small = {"mlp": {}, "tensorf-vm": {"final_resolution": 48}, "tensorf-cp": {"final_resolution": 48},
+             "gaussians": {"initial_gaussians": 2000, "sh_degree": 0}}
+    for kind, options in small.items():
+        student = convert(mesh_teacher, kind, few, options).student
+        with torch.no_grad():
+            shown = student.render_image(cams, 0, teacher.background)["opacity"] > 0.5
+        agree = float((shown == covered).float().mean())
+        assert agree > 0.8, (kind, agree)
+        if kind == "gaussians":  # and back: Gaussians -> mesh
+            gauss_teacher = FieldTeacher(student, teacher.cameras, teacher.background)
+            again = convert(gauss_teacher, "mesh", few, mesh_options).student
+            with torch.no_grad():
+                shown = again.render_image(cams, 0, teacher.background)["opacity"] > 0.5
+            assert float((shown == covered).float().mean()) > 0.8

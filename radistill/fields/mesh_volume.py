@@ -60,6 +60,10 @@ class MeshVolume:
         nearest = torch.from_numpy(nearest.astype(np.int64)).reshape(3, -1)
         self.cell_triangle = owner[(nearest[0] * cres + nearest[1]) * cres + nearest[2]]  # [cres^3]
         self.colour_resolution = cres
+        corners = self.vertices[self.faces]
+        normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        self.face_normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        self.orientation = winding_orientation(self.vertices, self.faces)
 
     def _cell(self, x: Tensor, res: int) -> Tensor:
         """Flat index ``(i * res + j) * res + k`` of the cell of a ``res``^3 grid holding each point.  # [N]"""
@@ -75,8 +79,12 @@ class MeshVolume:
     def signed_distance(self, x: Tensor, margin: float) -> tuple[Tensor, Tensor, Tensor]:
         """Signed distance (positive inside), nearest triangle and barycentrics of the nearest
         point for points ``x`` [N, 3]. Within ``margin`` of the surface (by the coarse distance)
-        all three are exact; beyond it the coarse distance is returned with the triangle of the
-        nearest surface sample (its centre), which is all a point far from the surface needs."""
+        all three are exact; beyond it the coarse distance is returned with (the centre of) a
+        triangle near the point's cell, which is all a point far from the surface needs.
+
+        Inside or outside comes from the parity grid, except within one cell of the surface of a
+        consistently wound mesh, where the side of the nearest face decides (the grid cannot
+        resolve less than a cell)."""
         x = x.detach().float().cpu()
         coarse = self._grid(self.coarse_sdf, x)
         inside = self._grid(self.inside, x) > 0.5
@@ -86,8 +94,14 @@ class MeshVolume:
         bary = torch.full((x.shape[0], 3), 1.0 / 3.0)
         idx = torch.nonzero(near).squeeze(1)
         if idx.numel():
-            dist, tri[idx], bary[idx] = self.closest(x[idx])
-            signed[idx] = torch.where(inside[idx], dist, -dist)
+            dist, t, b = self.closest(x[idx])
+            tri[idx], bary[idx] = t, b
+            side = inside[idx]
+            if self.orientation != 0:
+                point = (b[..., None] * self.vertices[self.faces[t]]).sum(1)
+                behind = ((x[idx] - point) * self.face_normals[t]).sum(-1) * self.orientation < 0
+                side = torch.where(dist < float(self.step.max()), behind, side)
+            signed[idx] = torch.where(side, dist, -dist)
         far = torch.nonzero(~near).squeeze(1)
         if far.numel():
             tri[far] = self.cell_triangle[self._cell(x[far], self.colour_resolution)]
@@ -133,6 +147,18 @@ def parity_inside(vertices: Tensor, faces: Tensor, lo: Tensor, step: Tensor, res
         order[c], order[b], order[axis] = 0, 1, 2
         votes += parity.permute(*order)
     return votes >= 2
+
+
+def winding_orientation(vertices: Tensor, faces: Tensor) -> int:
+    """+1 when the faces are wound consistently with normals pointing out, -1 when consistently
+    pointing in, 0 when the winding is inconsistent (a directed edge used by two faces)."""
+    directed = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    keys = directed[:, 0] * vertices.shape[0] + directed[:, 1]
+    if torch.unique(keys).numel() < keys.numel():
+        return 0
+    c = vertices[faces].double()
+    volume = float((torch.linalg.cross(c[:, 0], c[:, 1]) * c[:, 2]).sum() / 6)
+    return 1 if volume > 0 else -1
 
 
 def surface_samples(vertices: Tensor, faces: Tensor, spacing: float) -> tuple[Tensor, Tensor]:
@@ -192,9 +218,11 @@ def closest_point_barycentrics(p: Tensor, corners: Tensor) -> Tensor:
 
 
 def soft_density(signed: Tensor, band: float) -> Tensor:
-    """Density from a signed distance (positive inside): ``2 / band * sigmoid(signed / band)``.
+    """Density from a signed distance (positive inside): zero beyond half a ``band`` outside,
+    rising linearly to ``4 / band`` half a band inside, constant deeper.
 
-    A ray entering the surface head-on reaches half transmittance ``0.87 band`` before the surface
-    and keeps 1.4% of it two bands inside.  # [N]"""
-    return (2.0 / band) * torch.sigmoid(signed / band)
-
+    A ray entering the surface head-on has half its transmittance left 0.09 band past the
+    surface, 13% half a band further and 0.2% one and a half bands in. A density that never
+    vanishes outside (a logistic of the distance) would leave a halo: rays grazing a surface
+    gather its tail over a long path.  # [N]"""
+    return (4.0 / band) * (signed / band + 0.5).clamp(0.0, 1.0)
