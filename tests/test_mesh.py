@@ -380,3 +380,4 @@ def test_every_kind_converts_to_and_from_a_mesh(tiny_teacher, tmp_path):
             with torch.no_grad():
                 shown = again.render_image(cams, 0, teacher.background)["opacity"] > 0.5
             assert float((shown == covered).float().mean()) > 0.8
+

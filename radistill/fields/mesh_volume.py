@@ -60,10 +60,6 @@ class MeshVolume:
         nearest = torch.from_numpy(nearest.astype(np.int64)).reshape(3, -1)
         self.cell_triangle = owner[(nearest[0] * cres + nearest[1]) * cres + nearest[2]]  # [cres^3]
         self.colour_resolution = cres
-        corners = self.vertices[self.faces]
-        normals = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-        self.face_normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        self.orientation = winding_orientation(self.vertices, self.faces)
 
     def _cell(self, x: Tensor, res: int) -> Tensor:
         """Flat index ``(i * res + j) * res + k`` of the cell of a ``res``^3 grid holding each point.  # [N]"""
@@ -82,9 +78,10 @@ class MeshVolume:
         all three are exact; beyond it the coarse distance is returned with (the centre of) a
         triangle near the point's cell, which is all a point far from the surface needs.
 
-        Inside or outside comes from the parity grid, except within one cell of the surface of a
-        consistently wound mesh, where the side of the nearest face decides (the grid cannot
-        resolve less than a cell)."""
+        Inside or outside comes from the parity grid (trilinear). Taking the side of the nearest
+        face instead within one cell of the surface was measured worse on lego (volume renders
+        against rasterised ones, 29.3 dB against 33.1 dB): at thin parts and sharp edges the
+        nearest face's normal points the wrong way."""
         x = x.detach().float().cpu()
         coarse = self._grid(self.coarse_sdf, x)
         inside = self._grid(self.inside, x) > 0.5
@@ -94,14 +91,8 @@ class MeshVolume:
         bary = torch.full((x.shape[0], 3), 1.0 / 3.0)
         idx = torch.nonzero(near).squeeze(1)
         if idx.numel():
-            dist, t, b = self.closest(x[idx])
-            tri[idx], bary[idx] = t, b
-            side = inside[idx]
-            if self.orientation != 0:
-                point = (b[..., None] * self.vertices[self.faces[t]]).sum(1)
-                behind = ((x[idx] - point) * self.face_normals[t]).sum(-1) * self.orientation < 0
-                side = torch.where(dist < float(self.step.max()), behind, side)
-            signed[idx] = torch.where(side, dist, -dist)
+            dist, tri[idx], bary[idx] = self.closest(x[idx])
+            signed[idx] = torch.where(inside[idx], dist, -dist)
         far = torch.nonzero(~near).squeeze(1)
         if far.numel():
             tri[far] = self.cell_triangle[self._cell(x[far], self.colour_resolution)]
@@ -147,18 +138,6 @@ def parity_inside(vertices: Tensor, faces: Tensor, lo: Tensor, step: Tensor, res
         order[c], order[b], order[axis] = 0, 1, 2
         votes += parity.permute(*order)
     return votes >= 2
-
-
-def winding_orientation(vertices: Tensor, faces: Tensor) -> int:
-    """+1 when the faces are wound consistently with normals pointing out, -1 when consistently
-    pointing in, 0 when the winding is inconsistent (a directed edge used by two faces)."""
-    directed = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    keys = directed[:, 0] * vertices.shape[0] + directed[:, 1]
-    if torch.unique(keys).numel() < keys.numel():
-        return 0
-    c = vertices[faces].double()
-    volume = float((torch.linalg.cross(c[:, 0], c[:, 1]) * c[:, 2]).sum() / 6)
-    return 1 if volume > 0 else -1
 
 
 def surface_samples(vertices: Tensor, faces: Tensor, spacing: float) -> tuple[Tensor, Tensor]:
