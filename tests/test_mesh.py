@@ -352,8 +352,8 @@ def test_cli_converts_an_obj_mesh_to_a_field(tmp_path):
 
 @pytest.mark.slow
 def test_every_kind_converts_to_and_from_a_mesh(tiny_teacher, tmp_path):
-    """The pipeline runs between the mesh and every other kind: each student shows the scene
-    (covers about the pixels the mesh covers) after a few steps."""
+    """The pipeline runs between the mesh and every other kind: after a few steps each student
+    shows the scene where the mesh does (silhouette IoU)."""
     from radistill.conversion import ConvertConfig, convert
     from radistill.distill.objectives import DistillConfig
     from radistill.distill.teachers import FieldTeacher
@@ -368,16 +368,19 @@ def test_every_kind_converts_to_and_from_a_mesh(tiny_teacher, tmp_path):
         covered = mesh.render_image(cams, 0, teacher.background)["opacity"] > 0.5
     small = {"mlp": {}, "tensorf-vm": {"final_resolution": 48}, "tensorf-cp": {"final_resolution": 48},
              "gaussians": {"initial_gaussians": 2000, "sh_degree": 0}}
+    steps = {"tensorf-cp": ConvertConfig(distill=DistillConfig(stage_steps=(0, 40, 80)), progress=False,
+                                         report_views=2)}  # the slowest learner of the kinds
     for kind, options in small.items():
-        student = convert(mesh_teacher, kind, few, options).student
+        student = convert(mesh_teacher, kind, steps.get(kind, few), options).student
         with torch.no_grad():
             shown = student.render_image(cams, 0, teacher.background)["opacity"] > 0.5
-        agree = float((shown == covered).float().mean())
-        assert agree > 0.8, (kind, agree)
+        iou = float((shown & covered).sum() / (shown | covered).sum())
+        assert iou > 0.5, (kind, iou)
         if kind == "gaussians":  # and back: Gaussians -> mesh
             gauss_teacher = FieldTeacher(student, teacher.cameras, teacher.background)
             again = convert(gauss_teacher, "mesh", few, mesh_options).student
             with torch.no_grad():
                 shown = again.render_image(cams, 0, teacher.background)["opacity"] > 0.5
-            assert float((shown == covered).float().mean()) > 0.8
+            iou = float((shown & covered).sum() / (shown | covered).sum())
+            assert iou > 0.5
 
