@@ -272,6 +272,7 @@ def test_bad_meshes_give_clear_errors_or_documented_fallbacks(tmp_path):
         plain = load_mesh(tmp_path / "plain.obj")
     messages = [str(w.message) for w in caught if issubclass(w.category, MeshFileWarning)]
     assert any("no colours" in m for m in messages)
+    assert any("dropped 1 degenerate faces" in m for m in messages)
     assert plain.faces.shape[0] == 12 and torch.allclose(plain.vertex_colors, torch.full((8, 3), 0.7))
 
 
