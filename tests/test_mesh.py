@@ -385,3 +385,38 @@ def test_every_kind_converts_to_and_from_a_mesh(tiny_teacher, tmp_path):
             iou = float((shown & covered).sum() / (shown | covered).sum())
             assert iou > 0.5
 
+
+
+@pytest.mark.slow
+def test_an_interrupted_mesh_conversion_resumes_exactly(tiny_teacher, tmp_path, monkeypatch):
+    """Ctrl-C during baking, then --resume: the texture and vertices equal an uninterrupted run's."""
+    from radistill.conversion import ConvertConfig, convert
+    from radistill.distill.active import ActiveConfig
+    from radistill.distill.objectives import DistillConfig
+
+    config = ConvertConfig(distill=DistillConfig(stage_steps=(0, 0, 16), active=ActiveConfig(view_pool=8,
+                                                                                             refresh_every=5)),
+                           checkpoint_every=0, progress=False, report_views=0)
+    options = {"resolution": 40, "texture_size": 32, "max_faces": 1500}
+    whole = convert(tiny_teacher, "mesh", config, options, output=tmp_path / "whole").student
+
+    original = MeshField.render_image
+    calls = {"n": 0}
+
+    def interrupting(self, *args, **kwargs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 11:
+                raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MeshField, "render_image", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        convert(tiny_teacher, "mesh", config, options, output=tmp_path / "split")
+    monkeypatch.setattr(MeshField, "render_image", original)
+    resumed = convert(tiny_teacher, "mesh", config, options, output=tmp_path / "split", resume=True)
+    assert resumed.train.steps == 16 and all(h["step"] > 9 for h in resumed.train.history)
+    a, b = whole.state_dict(), resumed.student.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
