@@ -295,15 +295,31 @@ class MeshField(Representation):
         by the teacher (``meshing``); the distill engine then bakes the texture."""
         from radistill.fields import meshing
 
+        from tqdm.auto import tqdm
+
         config = config or MeshConfig()
         aabb = teacher.aabb.detach().cpu()
-        level = config.level or meshing.surface_level(teacher, views)
-        grid = meshing.density_grid(teacher, config.resolution)
-        vertices, faces = meshing.extract_surface(grid, aabb, level)
-        vertices, faces = meshing.drop_small_pieces(vertices, faces, config.min_piece)
-        vertices, faces = meshing.decimate(vertices, faces, config.max_faces)
-        uvs, uv_faces = meshing.uv_atlas(vertices, faces, config.texture_size, config.uv_padding)
-        texture = meshing.initial_texture(teacher, vertices, faces, uvs, uv_faces, config.texture_size)
+        # a bar over the stages in a terminal (a minute on a CPU), silent in logs and tests
+        with tqdm(total=6, desc="extracting mesh", unit="stage", disable=None, leave=False) as bar:
+            bar.set_postfix_str("surface level")
+            level = config.level or meshing.surface_level(teacher, views)
+            bar.update()
+            bar.set_postfix_str(f"density grid {config.resolution}^3")
+            grid = meshing.density_grid(teacher, config.resolution)
+            bar.update()
+            bar.set_postfix_str("marching cubes")
+            vertices, faces = meshing.extract_surface(grid, aabb, level)
+            vertices, faces = meshing.drop_small_pieces(vertices, faces, config.min_piece)
+            bar.update()
+            bar.set_postfix_str(f"decimation of {faces.shape[0]} faces")
+            vertices, faces = meshing.decimate(vertices, faces, config.max_faces)
+            bar.update()
+            bar.set_postfix_str(f"UV atlas of {faces.shape[0]} faces")
+            uvs, uv_faces = meshing.uv_atlas(vertices, faces, config.texture_size, config.uv_padding)
+            bar.update()
+            bar.set_postfix_str("initial texture")
+            texture = meshing.initial_texture(teacher, vertices, faces, uvs, uv_faces, config.texture_size)
+            bar.update()
         return cls.from_arrays(vertices, faces, uvs, uv_faces, texture, None, aabb, config).to(teacher.aabb.device)
 
 
