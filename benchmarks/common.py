@@ -75,3 +75,30 @@ def write_results(name: str, benchmark: str, records: list[dict], columns: list[
         lines.append(f"| {r['id']} | " + " | ".join(vals) + " |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     return path
+
+
+def forward_backward_seconds(run, inputs: list, device: str, repeats: int = 3) -> tuple[dict[str, float], object]:
+    """Best wall time of ``run(*inputs)`` alone (``forward``) and followed by a backward pass
+    through ``.rgb.sum()`` (``forward+backward``), over ``repeats`` runs after one warm-up (which
+    also builds any lazily compiled kernels). Returns the times and the last output."""
+    import math
+    import time
+
+    import torch
+
+    times, out = {}, None
+    for mode in ("forward", "forward+backward"):
+        best = math.inf
+        for _ in range(repeats + 1):
+            args = [x.detach().requires_grad_(mode != "forward") for x in inputs]
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = run(*args)
+            if mode != "forward":
+                out.rgb.sum().backward()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        times[mode] = best
+    return times, out

@@ -19,7 +19,6 @@ Writes benchmarks/results/gaussians_<device>.json and .md.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -47,21 +46,8 @@ def raster_records(device: str, n: int = 100_000, size: int = 256, repeats: int 
     backends = ["torch"] + (["gsplat"] if device == "cuda" and gsplat_available() else [])
     records = []
     for backend in backends:
-        times = {}
-        for mode in ("forward", "forward+backward"):
-            best = math.inf
-            for _ in range(repeats + 1):  # the first run warms up (and builds gsplat's kernels)
-                ps = [p.detach().requires_grad_(mode != "forward") for p in params]
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                img = rasterize(*ps, cam, torch.ones(3, device=device), backend=backend)
-                if mode != "forward":
-                    img.rgb.sum().backward()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - t0)
-            times[mode] = best
+        times, _ = common.forward_backward_seconds(
+            lambda *ps: rasterize(*ps, cam, torch.ones(3, device=device), backend=backend), params, device)
         records.append({"id": f"raster/{backend}/{n}x{size}", "params": {"gaussians": n, "res": f"{size}x{size}",
                                                                         "backend": backend, "device": device},
                         "metrics": {"forward_s": round(times["forward"], 4),

@@ -62,22 +62,9 @@ def raster_records(device: str, n: int = 100_000, size: int = 256, repeats: int 
     backends = ["torch"] + (["nvdiffrast"] if device == "cuda" and nvdiffrast_available() else [])
     records = []
     for backend in backends:
-        times = {}
-        for mode in ("forward", "forward+backward"):
-            best = math.inf
-            for _ in range(repeats + 1):
-                vv = v.detach().requires_grad_(mode != "forward")
-                tt = tex.detach().requires_grad_(mode != "forward")
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                img = rasterize(vv, faces, cam, tt, uv, faces, None, torch.ones(3, device=device), backend=backend)
-                if mode != "forward":
-                    img.rgb.sum().backward()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - t0)
-            times[mode] = best
+        times, img = common.forward_backward_seconds(
+            lambda vv, tt: rasterize(vv, faces, cam, tt, uv, faces, None, torch.ones(3, device=device),
+                                     backend=backend), [v, tex], device)
         covered = int((img.opacity > 0).sum())
         records.append({"id": f"mesh/raster/{backend}/{faces.shape[0]}@{size}",
                         "params": {"faces": int(faces.shape[0]), "size": f"{size}x{size}", "backend": backend,

@@ -62,3 +62,32 @@ def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
     """``radistill ARGS`` in a subprocess (``from conftest import run_cli``)."""
     return subprocess.run([sys.executable, "-m", "radistill.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd)
+
+
+def interrupt_and_resume(monkeypatch, cls, call: int, run):
+    """Run ``run(resume=False)`` with ``cls.render_image`` raising KeyboardInterrupt (Ctrl-C) at
+    its ``call``-th call in training mode, then ``run(resume=True)`` undisturbed; returns the
+    resumed result."""
+    original = cls.render_image
+    calls = {"n": 0}
+
+    def interrupting(self, *args, **kwargs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == call:
+                raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "render_image", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        run(resume=False)
+    monkeypatch.setattr(cls, "render_image", original)
+    return run(resume=True)
+
+
+def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Every tensor of two modules' state dicts is identical."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k

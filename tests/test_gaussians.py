@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import assert_same_state, interrupt_and_resume, run_cli
 
 from radistill.fields.gaussian_volume import GaussianVolume, precision_matrices
 from radistill.fields.gaussians import GaussiansConfig, GaussiansField
@@ -222,23 +222,8 @@ def test_densification_runs_in_a_conversion_and_resume_across_it_is_exact(tiny_t
     whole = convert(tiny_teacher, "gaussians", config, options, output=tmp_path / "whole").student
     assert len(whole) > 300  # screen-space gradients reached the densifier and Gaussians grew
 
-    original = GaussiansField.render_image
-    calls = {"n": 0}
-
-    def interrupting(self, *args, **kwargs):
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 17:
-                raise KeyboardInterrupt  # Ctrl-C in step 17, after densifications at steps 5, 10 and 15
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(GaussiansField, "render_image", interrupting)
-    with pytest.raises(KeyboardInterrupt):
-        convert(tiny_teacher, "gaussians", config, options, output=tmp_path / "split")
-    monkeypatch.setattr(GaussiansField, "render_image", original)
-    resumed = convert(tiny_teacher, "gaussians", config, options, output=tmp_path / "split", resume=True)
+    # Ctrl-C in step 17, after densifications at steps 5, 10 and 15
+    resumed = interrupt_and_resume(monkeypatch, GaussiansField, 17, lambda resume: convert(
+        tiny_teacher, "gaussians", config, options, output=tmp_path / "split", resume=resume))
     assert resumed.train.steps == 24 and all(h["step"] > 16 for h in resumed.train.history)
-    a, b = whole.state_dict(), resumed.student.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_state(whole, resumed.student)

@@ -14,7 +14,7 @@ from radistill.fields.base import FieldOutputs, Representation, render_volumetri
 from radistill.fields import meshing
 from radistill.fields.mesh import MeshConfig, MeshField
 from radistill.fields.mesh_volume import closest_point_barycentrics, parity_inside
-from radistill.io.mesh import MeshFileWarning, load_mesh, ply_has_faces, save_mesh
+from radistill.io.mesh import MeshFileWarning, is_mesh_file, load_mesh, ply_has_faces, save_mesh
 
 
 class Ball(Representation):
@@ -293,7 +293,7 @@ def test_ply_faces_decide_between_mesh_and_gaussians(tmp_path):
     v, f = cube()
     path = tmp_path / "cube.ply"
     trimesh.Trimesh(v.numpy(), f.numpy(), process=False).export(path)
-    assert ply_has_faces(path)
+    assert ply_has_faces(path) and is_mesh_file(path)
     from radistill.distill.teachers import FieldTeacher
 
     assert FieldTeacher.from_checkpoint(path).kind == "mesh"
@@ -390,6 +390,8 @@ def test_every_kind_converts_to_and_from_a_mesh(tiny_teacher, tmp_path):
 @pytest.mark.slow
 def test_an_interrupted_mesh_conversion_resumes_exactly(tiny_teacher, tmp_path, monkeypatch):
     """Ctrl-C during baking, then --resume: the texture and vertices equal an uninterrupted run's."""
+    from conftest import assert_same_state, interrupt_and_resume
+
     from radistill.conversion import ConvertConfig, convert
     from radistill.distill.active import ActiveConfig
     from radistill.distill.objectives import DistillConfig
@@ -400,23 +402,7 @@ def test_an_interrupted_mesh_conversion_resumes_exactly(tiny_teacher, tmp_path, 
     options = {"resolution": 40, "texture_size": 32, "max_faces": 1500}
     whole = convert(tiny_teacher, "mesh", config, options, output=tmp_path / "whole").student
 
-    original = MeshField.render_image
-    calls = {"n": 0}
-
-    def interrupting(self, *args, **kwargs):
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 11:
-                raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(MeshField, "render_image", interrupting)
-    with pytest.raises(KeyboardInterrupt):
-        convert(tiny_teacher, "mesh", config, options, output=tmp_path / "split")
-    monkeypatch.setattr(MeshField, "render_image", original)
-    resumed = convert(tiny_teacher, "mesh", config, options, output=tmp_path / "split", resume=True)
+    resumed = interrupt_and_resume(monkeypatch, MeshField, 11, lambda resume: convert(
+        tiny_teacher, "mesh", config, options, output=tmp_path / "split", resume=resume))
     assert resumed.train.steps == 16 and all(h["step"] > 9 for h in resumed.train.history)
-    a, b = whole.state_dict(), resumed.student.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_same_state(whole, resumed.student)

@@ -84,11 +84,11 @@ class FieldTeacher:
         from radistill.io.checkpoint import (background_from_metadata, cameras_from_metadata, field_from_checkpoint,
                                              read_checkpoint)
 
-        suffix = Path(path).suffix.lower()
-        if suffix in (".ply", ".splat", ".glb", ".gltf", ".obj", ".off", ".stl"):  # no cameras, no background saved
-            from radistill.io.mesh import MESH_SUFFIXES, load_mesh, ply_has_faces
+        from radistill.io.mesh import MESH_SUFFIXES, is_mesh_file, load_mesh
 
-            if suffix in MESH_SUFFIXES and (suffix != ".ply" or ply_has_faces(path)):
+        suffix = Path(path).suffix.lower()
+        if suffix in (*MESH_SUFFIXES, ".splat"):  # exchange files: no cameras, no background saved
+            if is_mesh_file(path):
                 return cls(load_mesh(path).to(device))
             from radistill.io.ply import load_gaussians
 

@@ -166,7 +166,8 @@ class MeshField(Representation):
     def _set(self, vertices: Tensor, faces: Tensor, uvs: Tensor, uv_faces: Tensor, texture: Tensor,
              vertex_colors: Tensor) -> None:
         device = self.aabb.device
-        self.vertices = nn.Parameter(vertices.to(device).contiguous())
+        # vertices learn only when lr_vertices > 0 (no gradient work otherwise)
+        self.vertices = nn.Parameter(vertices.to(device).contiguous(), requires_grad=self.config.lr_vertices > 0)
         self.faces = faces.to(device).contiguous()
         self.uvs = uvs.to(device).contiguous()
         self.uv_faces = uv_faces.to(device).contiguous()
@@ -282,8 +283,6 @@ class MeshField(Representation):
                   {"params": [self.vertex_colors], "lr": cfg.lr_colors}]
         if cfg.lr_vertices > 0:
             groups.append({"params": [self.vertices], "lr": cfg.lr_vertices * self.scene_radius})
-        else:
-            self.vertices.requires_grad_(False)
         return groups
 
     # ------------------------------------------------------------------ from a teacher

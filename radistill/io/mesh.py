@@ -38,7 +38,7 @@ from radistill.errors import ConfigError, DatasetError
 from radistill.io.checkpoint import atomic_write_bytes
 
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".off", ".stl")
-EXPORT_SUFFIXES = (".glb", ".obj")
+"""Files read as meshes (a ``.ply`` only when its header declares faces)."""
 GLTF_FLOAT, GLTF_UINT = 5126, 5125
 GLTF_ARRAY_BUFFER, GLTF_ELEMENT_ARRAY_BUFFER = 34962, 34963
 GLTF_LINEAR, GLTF_REPEAT = 9729, 10497
@@ -219,6 +219,12 @@ def ply_has_faces(path: str | Path) -> bool:
         if len(words) == 3 and words[0] == "element" and words[1] == "face":
             return words[2].isdigit() and int(words[2]) > 0
     return False
+
+
+def is_mesh_file(path: str | Path) -> bool:
+    """Whether ``path`` is read as a mesh: by its suffix, and for ``.ply`` by its header."""
+    suffix = Path(path).suffix.lower()
+    return suffix in MESH_SUFFIXES and (suffix != ".ply" or ply_has_faces(path))
 
 
 def load_mesh(path: str | Path, config=None):
