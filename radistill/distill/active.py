@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from radistill.cameras import Rays
+from radistill.rng import uniform
 
 
 @dataclass
@@ -189,5 +190,5 @@ def select_points(weights: Tensor, ray_ids: Tensor, opacity: Tensor, top_k: int,
     keep = torch.zeros(m, dtype=torch.bool, device=weights.device)
     keep[order] = (rank < top_k) & (opacity[sorted_rays] > opaque_threshold) & (weights[order] > 0)
     if random_fraction > 0:
-        keep |= torch.rand(m, generator=generator).to(weights.device) < random_fraction
+        keep |= uniform((m,), generator, weights.device) < random_fraction
     return keep.nonzero()[:, 0]

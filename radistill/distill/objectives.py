@@ -54,8 +54,9 @@ class PhotoObjective:
 
     def step(self, student, n_rays: int, step: int, progress: float, generator: torch.Generator) -> StepLoss:
         batch = self.teacher.sample(n_rays, generator)
-        out = student.render(batch.rays, self.background, perturb=True, generator=generator)
-        loss = torch.mean((out.rgb - batch.rgb) ** 2)
+        device = student.aabb.device
+        out = student.render(batch.rays.to(device), self.background.to(device), perturb=True, generator=generator)
+        loss = torch.mean((out.rgb - batch.rgb.to(device)) ** 2)
         return StepLoss(loss, out.n_samples, _psnr(float(loss.detach())))
 
     def state(self) -> dict[str, Tensor]:
@@ -139,11 +140,12 @@ class DistillObjective:
         rays, view, pool_slots = self._draw_rays(n_rays - n_photo, generator)
         device = student.aabb.device
         rays = rays.to(device)
-        samples = march(rays, student.aabb, student.step_size, student.occupancy, True, generator)
+        backend = student.config.backend
+        samples = march(rays, student.aabb, student.step_size, student.occupancy, True, generator, backend=backend)
         early_stop = student.config.early_stop
         viewdirs = rays.viewdirs[samples.ray_ids]
         t = self.teacher.query(samples.positions, viewdirs)
-        t_comp = composite(t.sigma, t.rgb, samples, early_stop)
+        t_comp = composite(t.sigma, t.rgb, samples, early_stop, backend=backend)
         bg = self.background.to(device)
         target = t_comp.rgb + (1 - t_comp.opacity)[:, None] * bg
         if al.points:
@@ -156,7 +158,7 @@ class DistillObjective:
         rendered = None
         if stage == 3:
             s_all = student.query(samples.positions, viewdirs)
-            s_comp = composite(s_all.sigma, s_all.rgb, samples, early_stop)
+            s_comp = composite(s_all.sigma, s_all.rgb, samples, early_stop, backend=backend)
             rendered = s_comp.rgb + (1 - s_comp.opacity)[:, None] * bg
             s_sigma, s_rgb = s_all.sigma[points], s_all.rgb[points]
             s_junction = None if s_all.junction is None else s_all.junction[points]

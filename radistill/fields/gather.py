@@ -32,7 +32,8 @@ class _WeightedRows(torch.autograd.Function):
         total, channels = ctx.table_shape
         flat_rows = rows.reshape(-1)
         if channels <= NARROW:
-            cols = [torch.bincount(flat_rows, weights=(weights * grad[:, c:c + 1]).reshape(-1), minlength=total)
+            # bincount sums in fp32 at least (and takes no fp16 weights on CUDA)
+            cols = [torch.bincount(flat_rows, weights=(weights * grad[:, c:c + 1]).reshape(-1).float(), minlength=total)
                     for c in range(channels)]
             return torch.stack(cols, -1).to(grad.dtype), None, None
         vals = (weights[..., None] * grad[:, None, :]).reshape(-1, channels)

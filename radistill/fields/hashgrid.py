@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from radistill.fields.base import JUNCTION_DIM
 from radistill.fields.gather import weighted_rows
 from radistill.fields.neural import NeuralConfig, NeuralField, mlp
+from radistill.kernels import resolve_backend
 
 PRIMES = (1, 2654435761, 805459861)
 # the same primes as int32 (two's complement): their products agree with uint32 in the low bits
@@ -87,9 +88,11 @@ def trilinear_weights(frac: Tensor) -> Tensor:
     return (wxy[..., :, None] * wz[..., None, :]).flatten(-2)
 
 
-def hash_encode(u: Tensor, table: Tensor, layout: dict[str, Tensor]) -> Tensor:
-    """Multiresolution hash encoding of points ``u`` in [0, 1]^3 (the PyTorch reference).
+def hash_encode(u: Tensor, table: Tensor, layout: dict[str, Tensor], backend: str = "torch") -> Tensor:
+    """Multiresolution hash encoding of points ``u`` in [0, 1]^3.
 
+    This is the PyTorch reference of the fused kernel ``radistill.kernels.hash_encoding``;
+    ``backend`` picks which runs (``"auto"``: Triton for CUDA tensors when it is installed).
     Gradients flow to ``table`` (not to ``u``).
 
     Args:
@@ -99,6 +102,16 @@ def hash_encode(u: Tensor, table: Tensor, layout: dict[str, Tensor]) -> Tensor:
     Returns:
         features, level-major per point.  # [N, L * F]
     """
+    with torch.profiler.record_function("radistill.hash_encode"):
+        if resolve_backend(backend, u.device) == "triton":
+            from radistill.kernels.hash_encoding import hash_encode as fused
+
+            return fused(u, table, layout)
+        return _hash_encode_gather(u, table, layout)
+
+
+def _hash_encode_gather(u: Tensor, table: Tensor, layout: dict[str, Tensor]) -> Tensor:
+    """The reference: corner rows and weights as arrays, then one weighted gather."""
     n = u.shape[0]
     levels = layout["scale"].shape[0]
     pos = u.detach()[None, :, :] * layout["scale"][:, None, None] + 0.5  # [L, N, 3]
@@ -113,8 +126,9 @@ class HashEncoding(nn.Module):
     """The hash table and its layout."""
 
     def __init__(self, levels: int = 16, features: int = 2, log2_table: int = 19, base_resolution: int = 16,
-                 max_resolution: int = 2048, init_scale: float = 1e-4) -> None:
+                 max_resolution: int = 2048, init_scale: float = 1e-4, backend: str = "auto") -> None:
         super().__init__()
+        self.backend = backend
         per_level_scale = math.exp(math.log(max_resolution / base_resolution) / max(levels - 1, 1))
         self.levels, self.features = levels, features
         self.layout = level_layout(levels, log2_table, base_resolution, per_level_scale)
@@ -128,7 +142,7 @@ class HashEncoding(nn.Module):
         return {k: getattr(self, f"layout_{k}") for k in ("scale", "resolution", "size", "offset", "dense")}
 
     def forward(self, u: Tensor) -> Tensor:  # [N, 3] -> [N, L * F]
-        return hash_encode(u, self.table, self.layout_tensors())
+        return hash_encode(u, self.table, self.layout_tensors(), self.backend)
 
 
 @dataclass
@@ -152,7 +166,8 @@ class HashGridConfig(NeuralConfig):
 class HashGridEncoder(nn.Module):
     def __init__(self, cfg: HashGridConfig) -> None:
         super().__init__()
-        self.grid = HashEncoding(cfg.levels, cfg.features, cfg.log2_table, cfg.base_resolution, cfg.max_resolution)
+        self.grid = HashEncoding(cfg.levels, cfg.features, cfg.log2_table, cfg.base_resolution, cfg.max_resolution,
+                                 backend=cfg.backend)
         self.net = mlp(cfg.levels * cfg.features, cfg.hidden, 1, JUNCTION_DIM)
 
     def forward(self, u: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from radistill.errors import ConfigError
 from radistill.fields.base import JUNCTION_DIM, FieldOutputs, RenderOutputs, Representation
 from radistill.fields.sh import sh_basis
 from radistill.render.occupancy import OccupancyGrid
@@ -84,6 +85,15 @@ class NeuralConfig:
     decoder_depth: int = 2
     lr_decoder: float = 1e-3
     """Learning rate of the colour decoder."""
+    backend: str = "auto"
+    """Kernels for marching, compositing and (``hashgrid``) the encoding: ``torch`` (the
+    reference), ``triton`` (fused, CUDA), or ``auto`` (Triton on CUDA when installed)."""
+
+    def __post_init__(self) -> None:
+        from radistill.kernels import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
 
 class NeuralField(Representation):
@@ -131,7 +141,7 @@ class NeuralField(Representation):
             window: march this many samples at a time with early termination (inference).
         """
         out = render_rays(self._sigma_rgb, rays, self.aabb, self.step_size, self.occupancy, background, perturb,
-                          generator, self.config.early_stop, window)
+                          generator, self.config.early_stop, window, self.config.backend)
         samples = out.samples
         return RenderOutputs(out.rgb, out.depth, out.opacity, out.weights,
                              None if samples is None else samples.ray_ids,

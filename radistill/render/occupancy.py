@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from radistill.rng import uniform
+
 
 class OccupancyGrid(nn.Module):
     """A ``resolution^3`` grid over ``aabb``."""
@@ -56,7 +58,7 @@ class OccupancyGrid(nn.Module):
             threshold_alpha: opacity of one step below which a cell counts as empty.
         """
         n = self.density.shape[0]
-        jitter = torch.rand(n, 3, generator=generator).to(self.aabb.device)
+        jitter = uniform((n, 3), generator, self.aabb.device)
         points = self.cell_centers(jitter)
         fresh = torch.cat([density_fn(points[i:i + chunk]) for i in range(0, n, chunk)])
         self.density.copy_(torch.maximum(self.density * decay, fresh.float()))

@@ -8,6 +8,10 @@ array for an exact per-ray cumulative sum, so it needs no Python loop over rays 
 Early termination: a sample whose transmittance *before* it is at most ``early_stop`` gets
 weight 0. The windowed marcher used for inference stops rays once their transmittance falls
 to ``early_stop``, which by that rule changes nothing in the result.
+
+``march`` and ``composite`` are the references of the fused Triton kernels in
+``radistill.kernels.marching`` and ``radistill.kernels.compositing``; ``backend`` picks which
+one runs (``"auto"``: Triton for CUDA tensors when it is installed).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from radistill.kernels import resolve_backend
 from radistill.render.occupancy import OccupancyGrid
+from radistill.rng import uniform
 
 QueryFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -72,7 +78,7 @@ def slot_count(t0: Tensor, t1: Tensor, step_t: Tensor) -> int:
 
 def march(rays, aabb: Tensor, step: float, occupancy: OccupancyGrid | None = None, perturb: bool = False,
           generator: torch.Generator | None = None, first: int = 0, count: int | None = None,
-          ranges: tuple[Tensor, Tensor, Tensor] | None = None) -> Samples:
+          ranges: tuple[Tensor, Tensor, Tensor] | None = None, backend: str = "torch") -> Samples:
     """Samples every ``step`` (world units) along each ray inside the aabb, skipping empty cells.
 
     Args:
@@ -82,17 +88,35 @@ def march(rays, aabb: Tensor, step: float, occupancy: OccupancyGrid | None = Non
         occupancy: cells to keep; ``None`` keeps every sample inside the aabb.
         perturb: jitter each sample uniformly within its step (training).
         first, count: the window of slots to produce (all slots by default).
+        backend: ``"torch"`` (this code), ``"triton"`` (the fused kernel) or ``"auto"``.
     """
-    t0, t1, step_t = ranges if ranges is not None else ray_ranges(rays, aabb, step)
-    n_slots = slot_count(t0, t1, step_t)
-    count = n_slots - first if count is None else min(count, n_slots - first)
+    with torch.profiler.record_function("radistill.march"):
+        t0, t1, step_t = ranges if ranges is not None else ray_ranges(rays, aabb, step)
+        n_slots = slot_count(t0, t1, step_t)
+        count = n_slots - first if count is None else min(count, n_slots - first)
+        device = rays.origins.device
+        r = len(rays)
+        count = max(count, 0)
+        u = uniform((r, count), generator, device) if perturb else None  # [R, K]
+        if resolve_backend(backend, device) == "triton":
+            from radistill.kernels.marching import march_packed
+
+            occupied = None if occupancy is None else occupancy.occupied
+            res = 1 if occupancy is None else occupancy.resolution
+            ray_ids, cols, t, positions = march_packed(rays.origins, rays.directions, t0, t1, step_t, first, count, u,
+                                                       occupied, aabb if occupancy is None else occupancy.aabb, res)
+            return Samples(ray_ids, cols, t, torch.full_like(t, step), positions, r, first + count)
+        return _march_dense(rays, t0, t1, step_t, step, first, count, u, occupancy)
+
+
+def _march_dense(rays, t0: Tensor, t1: Tensor, step_t: Tensor, step: float, first: int, count: int, u: Tensor | None,
+                 occupancy: OccupancyGrid | None) -> Samples:
+    """The reference marcher: every candidate slot as a dense ``[R, K]`` array, then compaction."""
     device = rays.origins.device
-    k = torch.arange(first, first + max(count, 0), device=device, dtype=torch.float32)
     r = len(rays)
-    if perturb:
-        u = torch.rand(r, k.numel(), generator=generator).to(device)
-    else:
-        u = torch.full((r, k.numel()), 0.5, device=device)
+    k = torch.arange(first, first + count, device=device, dtype=torch.float32)
+    if u is None:
+        u = torch.full((r, count), 0.5, device=device)
     t = t0[:, None] + (k[None] + u) * step_t[:, None]  # [R, K]
     inside = t < t1[:, None]
     ray_ids, cols = inside.nonzero(as_tuple=True)
@@ -102,11 +126,11 @@ def march(rays, aabb: Tensor, step: float, occupancy: OccupancyGrid | None = Non
         keep = occupancy.is_occupied(positions)
         ray_ids, cols, t, positions = ray_ids[keep], cols[keep], t[keep], positions[keep]
     deltas = torch.full_like(t, step)
-    return Samples(ray_ids, cols + first, t, deltas, positions, r, first + max(count, 0))
+    return Samples(ray_ids, cols + first, t, deltas, positions, r, first + count)
 
 
 def composite(sigma: Tensor, rgb: Tensor, samples: Samples, early_stop: float = 1e-4,
-              optical_depth_before: Tensor | None = None) -> Composited:
+              optical_depth_before: Tensor | None = None, backend: str = "torch") -> Composited:
     """Alpha-composite packed samples front to back.
 
     Args:
@@ -115,7 +139,22 @@ def composite(sigma: Tensor, rgb: Tensor, samples: Samples, early_stop: float = 
         samples: where the samples are (their rays, slots and step lengths).
         early_stop: samples whose transmittance before them is at most this get weight 0.
         optical_depth_before: optical depth each ray already crossed (windowed marching).  # [R]
+        backend: ``"torch"`` (this code), ``"triton"`` (the fused kernel, which needs the samples
+            of each ray contiguous and in slot order, as ``march`` packs them) or ``"auto"``.
     """
+    with torch.profiler.record_function("radistill.composite"):
+        if resolve_backend(backend, sigma.device) == "triton":
+            from radistill.kernels.compositing import composite as fused
+
+            rgb_acc, depth, opacity, weights, total = fused(sigma, rgb, samples.deltas, samples.t, samples.ray_ids,
+                                                             samples.n_rays, early_stop, optical_depth_before)
+            return Composited(rgb_acc, depth, opacity, weights, total)
+        return _composite_dense(sigma, rgb, samples, early_stop, optical_depth_before)
+
+
+def _composite_dense(sigma: Tensor, rgb: Tensor, samples: Samples, early_stop: float,
+                     optical_depth_before: Tensor | None) -> Composited:
+    """The reference: optical depths scattered into a dense ``[R, K]`` array for an exact cumsum."""
     r, k = samples.n_rays, max(samples.n_slots, 1)
     tau = sigma * samples.deltas  # [M]
     dense = tau.new_zeros(r, k).index_put((samples.ray_ids, samples.slots), tau)
@@ -146,23 +185,24 @@ class VolumeOutputs:
 
 def render_rays(query_fn: QueryFn, rays, aabb: Tensor, step: float, occupancy: OccupancyGrid | None = None,
                 background: Tensor | None = None, perturb: bool = False, generator: torch.Generator | None = None,
-                early_stop: float = 1e-4, window: int | None = None) -> VolumeOutputs:
+                early_stop: float = 1e-4, window: int | None = None, backend: str = "torch") -> VolumeOutputs:
     """Volume-render rays through a field given by ``query_fn(x, d) -> (sigma, rgb)``.
 
     With ``window=None`` all samples are taken in one differentiable pass (training). With a
     window of ``K`` slots the rays are marched ``K`` samples at a time and rays whose
     transmittance has fallen to ``early_stop`` are dropped (inference); the result is the same.
+    ``backend`` picks the marching and compositing kernels (see ``march``).
     """
     r = len(rays)
     device = rays.origins.device
     bg = torch.zeros(3, device=device) if background is None else background.to(device)
     if window is None:
-        samples = march(rays, aabb, step, occupancy, perturb, generator)
+        samples = march(rays, aabb, step, occupancy, perturb, generator, backend=backend)
         if samples.ray_ids.numel() == 0:
             zeros = torch.zeros(r, device=device)
             return VolumeOutputs(bg.expand(r, 3).clone(), zeros, zeros.clone(), samples.t, samples, 0)
         sigma, rgb = query_fn(samples.positions, rays.viewdirs[samples.ray_ids])
-        comp = composite(sigma, rgb, samples, early_stop)
+        comp = composite(sigma, rgb, samples, early_stop, backend=backend)
         out_rgb = comp.rgb + (1.0 - comp.opacity)[:, None] * bg
         return VolumeOutputs(out_rgb, comp.depth, comp.opacity, comp.weights, samples, samples.ray_ids.numel())
 
@@ -180,10 +220,11 @@ def render_rays(query_fn: QueryFn, rays, aabb: Tensor, step: float, occupancy: O
             break
         sub = rays[active]
         sub_ranges = tuple(x[active] for x in ranges)
-        samples = march(sub, aabb, step, occupancy, perturb, generator, first=first, count=window, ranges=sub_ranges)
+        samples = march(sub, aabb, step, occupancy, perturb, generator, first=first, count=window, ranges=sub_ranges,
+                        backend=backend)
         if samples.ray_ids.numel() > 0:
             sigma, rgb = query_fn(samples.positions, sub.viewdirs[samples.ray_ids])
-            comp = composite(sigma, rgb, samples, early_stop, optical[active])
+            comp = composite(sigma, rgb, samples, early_stop, optical[active], backend=backend)
             acc_rgb[active] += comp.rgb
             opacity[active] += comp.opacity
             depth[active] += comp.depth

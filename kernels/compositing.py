@@ -1,0 +1,180 @@
+"""Front-to-back compositing of packed samples in Triton (forward, backward, autograd wrapper).
+
+The reference is ``radistill.render.volume.composite``. Samples are packed: the samples of a
+ray are contiguous and in marching order, rays may have any number of samples (including
+none). One lane handles one ray and walks its samples; a program handles ``BLOCK`` rays.
+
+With ``tau_i = sigma_i * delta_i`` and ``b_i`` the optical depth before sample ``i`` (the sum of
+the earlier ``tau``, plus what the ray crossed before this window), the weight is
+``w_i = exp(-b_i) * (1 - exp(-tau_i))`` unless ``exp(-b_i) <= early_stop``, where it is 0: the
+reference's early-termination rule. Outputs per ray: colour ``sum w c``, depth ``sum w t``,
+opacity ``sum w``, and the total optical depth; per sample: ``w``.
+
+Backward, with ``g_i`` the upstream gradient reaching ``w_i`` (through colour, depth, opacity
+and the weights themselves): ``dL/dtau_k = g_k m_k exp(-b_{k+1}) - sum_{i>k} g_i w_i + dL/dtotal``
+(``m_k`` is the early-termination mask), computed with a first pass for ``sum_i g_i w_i`` and
+a second pass that walks the prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+BLOCK = 64
+
+
+@triton.jit
+def _composite_forward(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, start_ptr, count_ptr, before_ptr,
+                       weights_ptr, out_rgb_ptr, depth_ptr, opacity_ptr, total_ptr, n_rays, early_stop,
+                       BLOCK: tl.constexpr):
+    rays = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = rays < n_rays
+    start = tl.load(start_ptr + rays, mask=live, other=0)
+    count = tl.load(count_ptr + rays, mask=live, other=0)
+    optical = tl.load(before_ptr + rays, mask=live, other=0.0)
+    r = tl.zeros([BLOCK], dtype=tl.float32)
+    g = tl.zeros([BLOCK], dtype=tl.float32)
+    b = tl.zeros([BLOCK], dtype=tl.float32)
+    depth = tl.zeros([BLOCK], dtype=tl.float32)
+    opacity = tl.zeros([BLOCK], dtype=tl.float32)
+    for j in range(0, tl.max(count, axis=0)):
+        on = live & (j < count)
+        s = (start + j).to(tl.int64)
+        tau = tl.load(sigma_ptr + s, mask=on, other=0.0).to(tl.float32) * tl.load(delta_ptr + s, mask=on, other=0.0)
+        transmittance = tl.exp(-optical)
+        w = tl.where(transmittance > early_stop, transmittance * (1.0 - tl.exp(-tau)), 0.0)
+        w = tl.where(on, w, 0.0)
+        tl.store(weights_ptr + s, w, mask=on)
+        r += w * tl.load(rgb_ptr + s * 3 + 0, mask=on, other=0.0).to(tl.float32)
+        g += w * tl.load(rgb_ptr + s * 3 + 1, mask=on, other=0.0).to(tl.float32)
+        b += w * tl.load(rgb_ptr + s * 3 + 2, mask=on, other=0.0).to(tl.float32)
+        depth += w * tl.load(t_ptr + s, mask=on, other=0.0)
+        opacity += w
+        optical += tau
+    tl.store(out_rgb_ptr + rays * 3 + 0, r, mask=live)
+    tl.store(out_rgb_ptr + rays * 3 + 1, g, mask=live)
+    tl.store(out_rgb_ptr + rays * 3 + 2, b, mask=live)
+    tl.store(depth_ptr + rays, depth, mask=live)
+    tl.store(opacity_ptr + rays, opacity, mask=live)
+    tl.store(total_ptr + rays, optical, mask=live)
+
+
+@triton.jit
+def _upstream(rays, s, on, rgb_ptr, t_ptr, grad_weights_ptr, gr, gg, gb, gd, go):
+    """The gradient reaching one sample's weight: through colour, depth, opacity and the weight."""
+    c = gr * tl.load(rgb_ptr + s * 3 + 0, mask=on, other=0.0).to(tl.float32)
+    c += gg * tl.load(rgb_ptr + s * 3 + 1, mask=on, other=0.0).to(tl.float32)
+    c += gb * tl.load(rgb_ptr + s * 3 + 2, mask=on, other=0.0).to(tl.float32)
+    c += gd * tl.load(t_ptr + s, mask=on, other=0.0)
+    return c + go + tl.load(grad_weights_ptr + s, mask=on, other=0.0)
+
+
+@triton.jit
+def _composite_backward(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, start_ptr, count_ptr, before_ptr, weights_ptr,
+                        grad_rgb_ptr, grad_depth_ptr, grad_opacity_ptr, grad_total_ptr, grad_weights_ptr,
+                        grad_sigma_ptr, grad_sample_rgb_ptr, n_rays, early_stop, BLOCK: tl.constexpr):
+    rays = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = rays < n_rays
+    start = tl.load(start_ptr + rays, mask=live, other=0)
+    count = tl.load(count_ptr + rays, mask=live, other=0)
+    gr = tl.load(grad_rgb_ptr + rays * 3 + 0, mask=live, other=0.0)
+    gg = tl.load(grad_rgb_ptr + rays * 3 + 1, mask=live, other=0.0)
+    gb = tl.load(grad_rgb_ptr + rays * 3 + 2, mask=live, other=0.0)
+    gd = tl.load(grad_depth_ptr + rays, mask=live, other=0.0)
+    go = tl.load(grad_opacity_ptr + rays, mask=live, other=0.0)
+    gt = tl.load(grad_total_ptr + rays, mask=live, other=0.0)
+    steps = tl.max(count, axis=0)
+    total = tl.zeros([BLOCK], dtype=tl.float32)  # sum_i g_i w_i
+    for j in range(0, steps):
+        on = live & (j < count)
+        s = (start + j).to(tl.int64)
+        w = tl.load(weights_ptr + s, mask=on, other=0.0)
+        total += w * _upstream(rays, s, on, rgb_ptr, t_ptr, grad_weights_ptr, gr, gg, gb, gd, go)
+    optical = tl.load(before_ptr + rays, mask=live, other=0.0)
+    prefix = tl.zeros([BLOCK], dtype=tl.float32)
+    for j in range(0, steps):
+        on = live & (j < count)
+        s = (start + j).to(tl.int64)
+        delta = tl.load(delta_ptr + s, mask=on, other=0.0)
+        tau = tl.load(sigma_ptr + s, mask=on, other=0.0).to(tl.float32) * delta
+        w = tl.load(weights_ptr + s, mask=on, other=0.0)
+        up = _upstream(rays, s, on, rgb_ptr, t_ptr, grad_weights_ptr, gr, gg, gb, gd, go)
+        prefix += w * up
+        kept = tl.exp(-optical) > early_stop
+        optical += tau
+        grad_tau = tl.where(kept, up * tl.exp(-optical), 0.0) - (total - prefix) + gt
+        tl.store(grad_sigma_ptr + s, grad_tau * delta, mask=on)
+        tl.store(grad_sample_rgb_ptr + s * 3 + 0, w * gr, mask=on)
+        tl.store(grad_sample_rgb_ptr + s * 3 + 1, w * gg, mask=on)
+        tl.store(grad_sample_rgb_ptr + s * 3 + 2, w * gb, mask=on)
+
+
+def _zero_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad.to(torch.float32).contiguous()
+
+
+class _Composite(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, sigma: Tensor, rgb: Tensor, deltas: Tensor, t: Tensor, start: Tensor, count: Tensor,
+                before: Tensor, early_stop: float):
+        r, m, device = start.shape[0], sigma.shape[0], sigma.device
+        weights = torch.empty(m, dtype=torch.float32, device=device)
+        out_rgb = torch.empty(r, 3, dtype=torch.float32, device=device)
+        depth, opacity, total = (torch.empty(r, dtype=torch.float32, device=device) for _ in range(3))
+        if r:
+            _composite_forward[(triton.cdiv(r, BLOCK),)](sigma, rgb, deltas, t, start, count, before, weights, out_rgb,
+                                                         depth, opacity, total, r, early_stop, BLOCK=BLOCK)
+        ctx.save_for_backward(sigma, rgb, deltas, t, start, count, before, weights)
+        ctx.early_stop = early_stop
+        return out_rgb, depth, opacity, weights, total
+
+    @staticmethod
+    def backward(ctx: Any, grad_rgb, grad_depth, grad_opacity, grad_weights, grad_total):
+        sigma, rgb, deltas, t, start, count, before, weights = ctx.saved_tensors
+        r = start.shape[0]
+        grad_sigma = torch.zeros_like(sigma, dtype=torch.float32)
+        grad_sample_rgb = torch.zeros_like(rgb, dtype=torch.float32)
+        if r:
+            _composite_backward[(triton.cdiv(r, BLOCK),)](
+                sigma, rgb, deltas, t, start, count, before, weights,
+                _zero_if_none(grad_rgb, before.new_empty(r, 3)), _zero_if_none(grad_depth, before),
+                _zero_if_none(grad_opacity, before), _zero_if_none(grad_total, before),
+                _zero_if_none(grad_weights, weights), grad_sigma, grad_sample_rgb, r, ctx.early_stop, BLOCK=BLOCK)
+        return grad_sigma.to(sigma.dtype), grad_sample_rgb.to(rgb.dtype), None, None, None, None, None, None
+
+
+def ray_segments(ray_ids: Tensor, n_rays: int) -> tuple[Tensor, Tensor]:
+    """First sample and sample count of each ray, for packed samples sorted by ray.  # [R] int32 each"""
+    count = torch.bincount(ray_ids, minlength=n_rays)
+    start = torch.cumsum(count, 0) - count
+    return start.to(torch.int32), count.to(torch.int32)
+
+
+def composite(sigma: Tensor, rgb: Tensor, deltas: Tensor, t: Tensor, ray_ids: Tensor, n_rays: int,
+              early_stop: float = 1e-4, optical_depth_before: Tensor | None = None) -> tuple[Tensor, ...]:
+    """Composite packed samples (sorted by ray, in marching order) with the Triton kernels.
+
+    Args:
+        sigma: density per sample.  # [M]
+        rgb: colour per sample.  # [M, 3]
+        deltas, t: step length and ray parameter per sample.  # [M] each
+        ray_ids: ray of each sample, non-decreasing.  # [M]
+        n_rays: number of rays.
+        early_stop: samples whose transmittance before them is at most this get weight 0.
+        optical_depth_before: optical depth each ray already crossed.  # [R]
+    Returns:
+        ``(rgb [R, 3], depth [R], opacity [R], weights [M], total optical depth [R])``; gradients
+        flow to ``sigma`` and ``rgb`` from all five (not to ``optical_depth_before``, which comes
+        from earlier windows of an inference pass).
+    """
+    device = sigma.device
+    start, count = ray_segments(ray_ids, n_rays)
+    before = (torch.zeros(n_rays, device=device) if optical_depth_before is None
+              else optical_depth_before.detach().to(torch.float32).contiguous())
+    return _Composite.apply(sigma.contiguous(), rgb.contiguous(), deltas.detach().to(torch.float32).contiguous(),
+                            t.detach().to(torch.float32).contiguous(), start, count, before, float(early_stop))
