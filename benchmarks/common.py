@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the checkout; RADISTILL_DATA points elsewhere (a GPU machine gets a copy)
+DATA = Path(os.environ.get("RADISTILL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def machine() -> dict:
@@ -32,6 +33,9 @@ def machine() -> dict:
 
 
 def git_commit() -> str:
+    """The commit of this checkout (RADISTILL_GIT where the copy has no .git, as on a GPU machine)."""
+    if os.environ.get("RADISTILL_GIT"):
+        return os.environ["RADISTILL_GIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).parent).stdout.strip()
