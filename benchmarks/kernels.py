@@ -112,9 +112,25 @@ def bench_hash(device: torch.device) -> list[dict]:
                 both = seconds(fwdbwd, device)
                 params = {"points": n, "levels": 16, "features": 2, "log2_table": 19,
                           "table_dtype": str(dtype).split(".")[-1]}
-                out.append(record("hash", f"2^{log2_n}-{params['table_dtype']}", backend, params, fwd, both, n, "points"))
+                size = f"2^{log2_n}-{params['table_dtype']}"
+                if backend == "triton":
+                    params["backward_order"] = "level-fastest" if hash_kernel().BACKWARD_LEVEL_FASTEST else "blocks-first"
+                out.append(record("hash", size, backend, params, fwd, both, n, "points"))
+                if backend == "triton":  # the other order of the backward programs, for the choice
+                    kernel = hash_kernel()
+                    kernel.BACKWARD_LEVEL_FASTEST = not kernel.BACKWARD_LEVEL_FASTEST
+                    other = seconds(fwdbwd, device)
+                    kernel.BACKWARD_LEVEL_FASTEST = not kernel.BACKWARD_LEVEL_FASTEST
+                    alt = {**params, "backward_order": "blocks-first" if kernel.BACKWARD_LEVEL_FASTEST else "level-fastest"}
+                    out.append(record("hash", size, f"triton-{alt['backward_order']}", alt, fwd, other, n, "points"))
             del table
     return out
+
+
+def hash_kernel():
+    import radistill.kernels.hash_encoding as kernel
+
+    return kernel
 
 
 def packed(n_rays: int, per_ray: int, device: torch.device) -> Samples:

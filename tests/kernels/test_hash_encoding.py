@@ -42,10 +42,14 @@ def test_forward_and_table_gradient_match_the_reference(device, dtype, features)
     torch.testing.assert_close(got_grad.float(), expected_grad, **tol)
 
 
+@pytest.mark.parametrize("level_fastest", [True, False])
 @pytest.mark.parametrize("levels,log2_table", [(1, 12), (16, 12)])
-def test_any_level_count_and_hash_collisions(device, levels, log2_table):
+def test_any_level_count_and_hash_collisions(device, levels, log2_table, level_fastest, monkeypatch):
     # 16 levels up to resolution 512 in a 2^12 table: the fine levels collide heavily, so the
-    # backward pass must add many points into the same rows
+    # backward pass must add many points into the same rows (in either order of its programs)
+    import radistill.kernels.hash_encoding as kernel
+
+    monkeypatch.setattr(kernel, "BACKWARD_LEVEL_FASTEST", level_fastest)
     enc = HashEncoding(levels=levels, features=2, log2_table=log2_table, base_resolution=16, max_resolution=512).to(device)
     table = torch.randn(enc.table.shape, device=device, requires_grad=True)
     u = _points(500, device)

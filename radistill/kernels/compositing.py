@@ -2,7 +2,9 @@
 
 The reference is ``radistill.render.volume.composite``. Samples are packed: the samples of a
 ray are contiguous and in marching order, rays may have any number of samples (including
-none). One lane handles one ray and walks its samples; a program handles ``BLOCK`` rays.
+none). A program handles ``RAYS`` rays and walks their samples ``CHUNK`` at a time: a chunk
+of a ray is contiguous in memory (coalesced loads), and the optical depth before each sample
+is the running total plus a prefix sum within the chunk.
 
 With ``tau_i = sigma_i * delta_i`` and ``b_i`` the optical depth before sample ``i`` (the sum of
 the earlier ``tau``, plus what the ray crossed before this window), the weight is
@@ -13,7 +15,7 @@ opacity ``sum w``, and the total optical depth; per sample: ``w``.
 Backward, with ``g_i`` the upstream gradient reaching ``w_i`` (through colour, depth, opacity
 and the weights themselves): ``dL/dtau_k = g_k m_k exp(-b_{k+1}) - sum_{i>k} g_i w_i + dL/dtotal``
 (``m_k`` is the early-termination mask), computed with a first pass for ``sum_i g_i w_i`` and
-a second pass that walks the prefix.
+a second pass that walks the prefix, both chunk by chunk.
 """
 
 from __future__ import annotations
@@ -25,37 +27,47 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK = 64
+RAYS = 16  # rays per program
+CHUNK = 64  # samples of each ray loaded at once
+
+
+@triton.jit
+def _chunk(sigma_ptr, delta_ptr, start, count, live, j0, CHUNK: tl.constexpr):
+    """Indices, mask, optical depths and their running sums of one chunk of each ray's samples."""
+    j = j0 + tl.arange(0, CHUNK)
+    on = live[:, None] & (j[None, :] < count[:, None])  # [RAYS, CHUNK]
+    s = start[:, None] + j[None, :]
+    delta = tl.load(delta_ptr + s, mask=on, other=0.0)
+    tau = tl.load(sigma_ptr + s, mask=on, other=0.0).to(tl.float32) * delta
+    inclusive = tl.cumsum(tau, axis=1)
+    return s, on, delta, tau, inclusive
 
 
 @triton.jit
 def _composite_forward(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, start_ptr, count_ptr, before_ptr,
                        weights_ptr, out_rgb_ptr, depth_ptr, opacity_ptr, total_ptr, n_rays, early_stop,
-                       BLOCK: tl.constexpr):
-    rays = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+                       RAYS: tl.constexpr, CHUNK: tl.constexpr):
+    rays = tl.program_id(0) * RAYS + tl.arange(0, RAYS)
     live = rays < n_rays
-    start = tl.load(start_ptr + rays, mask=live, other=0)
+    start = tl.load(start_ptr + rays, mask=live, other=0).to(tl.int64)
     count = tl.load(count_ptr + rays, mask=live, other=0)
     optical = tl.load(before_ptr + rays, mask=live, other=0.0)
-    r = tl.zeros([BLOCK], dtype=tl.float32)
-    g = tl.zeros([BLOCK], dtype=tl.float32)
-    b = tl.zeros([BLOCK], dtype=tl.float32)
-    depth = tl.zeros([BLOCK], dtype=tl.float32)
-    opacity = tl.zeros([BLOCK], dtype=tl.float32)
-    for j in range(0, tl.max(count, axis=0)):
-        on = live & (j < count)
-        s = (start + j).to(tl.int64)
-        tau = tl.load(sigma_ptr + s, mask=on, other=0.0).to(tl.float32) * tl.load(delta_ptr + s, mask=on, other=0.0)
-        transmittance = tl.exp(-optical)
-        w = tl.where(transmittance > early_stop, transmittance * (1.0 - tl.exp(-tau)), 0.0)
-        w = tl.where(on, w, 0.0)
+    r = tl.zeros([RAYS], dtype=tl.float32)
+    g = tl.zeros([RAYS], dtype=tl.float32)
+    b = tl.zeros([RAYS], dtype=tl.float32)
+    depth = tl.zeros([RAYS], dtype=tl.float32)
+    opacity = tl.zeros([RAYS], dtype=tl.float32)
+    for j0 in range(0, tl.max(count, axis=0), CHUNK):
+        s, on, delta, tau, inclusive = _chunk(sigma_ptr, delta_ptr, start, count, live, j0, CHUNK)
+        transmittance = tl.exp(-(optical[:, None] + (inclusive - tau)))
+        w = tl.where(on & (transmittance > early_stop), transmittance * (1.0 - tl.exp(-tau)), 0.0)
         tl.store(weights_ptr + s, w, mask=on)
-        r += w * tl.load(rgb_ptr + s * 3 + 0, mask=on, other=0.0).to(tl.float32)
-        g += w * tl.load(rgb_ptr + s * 3 + 1, mask=on, other=0.0).to(tl.float32)
-        b += w * tl.load(rgb_ptr + s * 3 + 2, mask=on, other=0.0).to(tl.float32)
-        depth += w * tl.load(t_ptr + s, mask=on, other=0.0)
-        opacity += w
-        optical += tau
+        r += tl.sum(w * tl.load(rgb_ptr + s * 3 + 0, mask=on, other=0.0).to(tl.float32), axis=1)
+        g += tl.sum(w * tl.load(rgb_ptr + s * 3 + 1, mask=on, other=0.0).to(tl.float32), axis=1)
+        b += tl.sum(w * tl.load(rgb_ptr + s * 3 + 2, mask=on, other=0.0).to(tl.float32), axis=1)
+        depth += tl.sum(w * tl.load(t_ptr + s, mask=on, other=0.0), axis=1)
+        opacity += tl.sum(w, axis=1)
+        optical += tl.sum(tau, axis=1)
     tl.store(out_rgb_ptr + rays * 3 + 0, r, mask=live)
     tl.store(out_rgb_ptr + rays * 3 + 1, g, mask=live)
     tl.store(out_rgb_ptr + rays * 3 + 2, b, mask=live)
@@ -65,22 +77,23 @@ def _composite_forward(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, start_ptr, count_pt
 
 
 @triton.jit
-def _upstream(rays, s, on, rgb_ptr, t_ptr, grad_weights_ptr, gr, gg, gb, gd, go):
-    """The gradient reaching one sample's weight: through colour, depth, opacity and the weight."""
-    c = gr * tl.load(rgb_ptr + s * 3 + 0, mask=on, other=0.0).to(tl.float32)
-    c += gg * tl.load(rgb_ptr + s * 3 + 1, mask=on, other=0.0).to(tl.float32)
-    c += gb * tl.load(rgb_ptr + s * 3 + 2, mask=on, other=0.0).to(tl.float32)
-    c += gd * tl.load(t_ptr + s, mask=on, other=0.0)
-    return c + go + tl.load(grad_weights_ptr + s, mask=on, other=0.0)
+def _upstream(s, on, rgb_ptr, t_ptr, grad_weights_ptr, gr, gg, gb, gd, go):
+    """The gradient reaching each sample's weight: through colour, depth, opacity and the weight."""
+    c = gr[:, None] * tl.load(rgb_ptr + s * 3 + 0, mask=on, other=0.0).to(tl.float32)
+    c += gg[:, None] * tl.load(rgb_ptr + s * 3 + 1, mask=on, other=0.0).to(tl.float32)
+    c += gb[:, None] * tl.load(rgb_ptr + s * 3 + 2, mask=on, other=0.0).to(tl.float32)
+    c += gd[:, None] * tl.load(t_ptr + s, mask=on, other=0.0)
+    return c + go[:, None] + tl.load(grad_weights_ptr + s, mask=on, other=0.0)
 
 
 @triton.jit
 def _composite_backward(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, start_ptr, count_ptr, before_ptr, weights_ptr,
                         grad_rgb_ptr, grad_depth_ptr, grad_opacity_ptr, grad_total_ptr, grad_weights_ptr,
-                        grad_sigma_ptr, grad_sample_rgb_ptr, n_rays, early_stop, BLOCK: tl.constexpr):
-    rays = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+                        grad_sigma_ptr, grad_sample_rgb_ptr, n_rays, early_stop, RAYS: tl.constexpr,
+                        CHUNK: tl.constexpr):
+    rays = tl.program_id(0) * RAYS + tl.arange(0, RAYS)
     live = rays < n_rays
-    start = tl.load(start_ptr + rays, mask=live, other=0)
+    start = tl.load(start_ptr + rays, mask=live, other=0).to(tl.int64)
     count = tl.load(count_ptr + rays, mask=live, other=0)
     gr = tl.load(grad_rgb_ptr + rays * 3 + 0, mask=live, other=0.0)
     gg = tl.load(grad_rgb_ptr + rays * 3 + 1, mask=live, other=0.0)
@@ -89,29 +102,31 @@ def _composite_backward(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, start_ptr, count_p
     go = tl.load(grad_opacity_ptr + rays, mask=live, other=0.0)
     gt = tl.load(grad_total_ptr + rays, mask=live, other=0.0)
     steps = tl.max(count, axis=0)
-    total = tl.zeros([BLOCK], dtype=tl.float32)  # sum_i g_i w_i
-    for j in range(0, steps):
-        on = live & (j < count)
-        s = (start + j).to(tl.int64)
+    total = tl.zeros([RAYS], dtype=tl.float32)  # sum_i g_i w_i
+    for j0 in range(0, steps, CHUNK):
+        j = j0 + tl.arange(0, CHUNK)
+        on = live[:, None] & (j[None, :] < count[:, None])
+        s = start[:, None] + j[None, :]
         w = tl.load(weights_ptr + s, mask=on, other=0.0)
-        total += w * _upstream(rays, s, on, rgb_ptr, t_ptr, grad_weights_ptr, gr, gg, gb, gd, go)
+        total += tl.sum(w * _upstream(s, on, rgb_ptr, t_ptr, grad_weights_ptr, gr, gg, gb, gd, go), axis=1)
     optical = tl.load(before_ptr + rays, mask=live, other=0.0)
-    prefix = tl.zeros([BLOCK], dtype=tl.float32)
-    for j in range(0, steps):
-        on = live & (j < count)
-        s = (start + j).to(tl.int64)
-        delta = tl.load(delta_ptr + s, mask=on, other=0.0)
-        tau = tl.load(sigma_ptr + s, mask=on, other=0.0).to(tl.float32) * delta
+    prefix = tl.zeros([RAYS], dtype=tl.float32)  # sum of g_i w_i over the earlier chunks
+    for j0 in range(0, steps, CHUNK):
+        s, on, delta, tau, inclusive = _chunk(sigma_ptr, delta_ptr, start, count, live, j0, CHUNK)
         w = tl.load(weights_ptr + s, mask=on, other=0.0)
-        up = _upstream(rays, s, on, rgb_ptr, t_ptr, grad_weights_ptr, gr, gg, gb, gd, go)
-        prefix += w * up
-        kept = tl.exp(-optical) > early_stop
-        optical += tau
-        grad_tau = tl.where(kept, up * tl.exp(-optical), 0.0) - (total - prefix) + gt
+        up = _upstream(s, on, rgb_ptr, t_ptr, grad_weights_ptr, gr, gg, gb, gd, go)
+        gw = w * up
+        later = total[:, None] - (prefix[:, None] + tl.cumsum(gw, axis=1))  # sum over i > k of g_i w_i
+        # the forward pass's own expression, so that the early-termination mask is the same
+        kept = tl.exp(-(optical[:, None] + (inclusive - tau))) > early_stop
+        after = tl.exp(-(optical[:, None] + inclusive))
+        grad_tau = tl.where(kept, up * after, 0.0) - later + gt[:, None]
         tl.store(grad_sigma_ptr + s, grad_tau * delta, mask=on)
-        tl.store(grad_sample_rgb_ptr + s * 3 + 0, w * gr, mask=on)
-        tl.store(grad_sample_rgb_ptr + s * 3 + 1, w * gg, mask=on)
-        tl.store(grad_sample_rgb_ptr + s * 3 + 2, w * gb, mask=on)
+        tl.store(grad_sample_rgb_ptr + s * 3 + 0, w * gr[:, None], mask=on)
+        tl.store(grad_sample_rgb_ptr + s * 3 + 1, w * gg[:, None], mask=on)
+        tl.store(grad_sample_rgb_ptr + s * 3 + 2, w * gb[:, None], mask=on)
+        prefix += tl.sum(gw, axis=1)
+        optical += tl.sum(tau, axis=1)
 
 
 def _zero_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
@@ -127,8 +142,8 @@ class _Composite(torch.autograd.Function):
         out_rgb = torch.empty(r, 3, dtype=torch.float32, device=device)
         depth, opacity, total = (torch.empty(r, dtype=torch.float32, device=device) for _ in range(3))
         if r:
-            _composite_forward[(triton.cdiv(r, BLOCK),)](sigma, rgb, deltas, t, start, count, before, weights, out_rgb,
-                                                         depth, opacity, total, r, early_stop, BLOCK=BLOCK)
+            _composite_forward[(triton.cdiv(r, RAYS),)](sigma, rgb, deltas, t, start, count, before, weights, out_rgb, depth,
+                                                        opacity, total, r, early_stop, RAYS=RAYS, CHUNK=CHUNK)
         ctx.save_for_backward(sigma, rgb, deltas, t, start, count, before, weights)
         ctx.early_stop = early_stop
         return out_rgb, depth, opacity, weights, total
@@ -140,11 +155,12 @@ class _Composite(torch.autograd.Function):
         grad_sigma = torch.zeros_like(sigma, dtype=torch.float32)
         grad_sample_rgb = torch.zeros_like(rgb, dtype=torch.float32)
         if r:
-            _composite_backward[(triton.cdiv(r, BLOCK),)](
+            _composite_backward[(triton.cdiv(r, RAYS),)](
                 sigma, rgb, deltas, t, start, count, before, weights,
                 _zero_if_none(grad_rgb, before.new_empty(r, 3)), _zero_if_none(grad_depth, before),
                 _zero_if_none(grad_opacity, before), _zero_if_none(grad_total, before),
-                _zero_if_none(grad_weights, weights), grad_sigma, grad_sample_rgb, r, ctx.early_stop, BLOCK=BLOCK)
+                _zero_if_none(grad_weights, weights), grad_sigma, grad_sample_rgb, r, ctx.early_stop, RAYS=RAYS,
+                CHUNK=CHUNK)
         return grad_sigma.to(sigma.dtype), grad_sample_rgb.to(rgb.dtype), None, None, None, None, None, None
 
 

@@ -4,11 +4,14 @@ The reference is ``radistill.fields.hashgrid.hash_encode``; the layout and hash 
 tiny-cuda-nn's (see ``radistill.fields.hashgrid`` for the rules), so a table trained with
 either backend works with the other.
 
-One program handles ``BLOCK`` points at one level (the grid is ``[blocks, levels]``, as in
-tiny-cuda-nn). Tables may be fp32 or fp16; interpolation always accumulates in fp32 and the
-output has the table's dtype. The backward pass adds each corner's share of the upstream
-gradient into an fp32 gradient table with atomics, as tiny-cuda-nn does, then casts it to the
-table's dtype (fp16 atomics would lose small updates).
+One program handles ``BLOCK`` points at one level (the forward grid is ``[blocks, levels]``,
+as in tiny-cuda-nn). Tables may be fp32 or fp16; interpolation always accumulates in fp32 and
+the output has the table's dtype. The backward pass adds each corner's share of the upstream
+gradient into an fp32 gradient table with relaxed atomics (no ordering is needed between
+them), then casts it to the table's dtype (fp16 atomics would lose small updates); its
+programs run level-fastest so that concurrent atomics do not all queue on one coarse level's
+few rows. Floating-point contraction is off so that grid positions round as the reference's
+do (with it, a point a rounding error from a cell face lands in the neighbouring cell).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import triton.language as tl
 from torch import Tensor
 
 BLOCK = 128
+# the order of the backward programs (benchmarks/kernels.py measures both; see its results)
+BACKWARD_LEVEL_FASTEST = True
 
 
 @triton.jit
@@ -83,9 +88,14 @@ def _hash_encode_forward(u_ptr, table_ptr, out_ptr, scale_ptr, resolution_ptr, s
 
 @triton.jit
 def _hash_encode_backward(u_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, resolution_ptr, size_ptr, offset_ptr,
-                          dense_ptr, n, levels, F: tl.constexpr, BLOCK: tl.constexpr):
-    level = tl.program_id(1)
-    points = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+                          dense_ptr, n, levels, F: tl.constexpr, BLOCK: tl.constexpr, LEVEL_FASTEST: tl.constexpr):
+    if LEVEL_FASTEST:  # programs running together spread their atomics over every level's rows
+        level = tl.program_id(0) % levels
+        block = tl.program_id(0) // levels
+    else:  # programs running together work on one level (as the forward pass does)
+        level = tl.program_id(1)
+        block = tl.program_id(0)
+    points = block * BLOCK + tl.arange(0, BLOCK)
     mask = points < n
     scale = tl.load(scale_ptr + level)
     resolution = tl.load(resolution_ptr + level)
@@ -99,7 +109,7 @@ def _hash_encode_backward(u_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, resolu
     for corner in tl.static_range(8):
         row, w = _corner(gx, gy, gz, fx, fy, fz, corner, resolution, size, offset, dense)
         tl.atomic_add(grad_table_ptr + row[:, None].to(tl.int64) * F + features[None, :], w[:, None] * grad,
-                      mask=mask[:, None])
+                      mask=mask[:, None], sem="relaxed")
 
 
 def _layout_args(layout: dict[str, Tensor], device: torch.device) -> tuple[Tensor, ...]:
@@ -114,7 +124,7 @@ class _HashEncode(torch.autograd.Function):
         out = torch.empty(n, levels * features, dtype=table.dtype, device=u.device)
         if n:
             _hash_encode_forward[(triton.cdiv(n, BLOCK), levels)](u, table, out, *layout, n, levels, F=features,
-                                                                 BLOCK=BLOCK)
+                                                                 BLOCK=BLOCK, enable_fp_fusion=False)
         ctx.save_for_backward(u, *layout)
         ctx.table_shape, ctx.table_dtype = table.shape, table.dtype
         return out
@@ -125,8 +135,10 @@ class _HashEncode(torch.autograd.Function):
         n, levels = u.shape[0], layout[0].shape[0]
         grad_table = torch.zeros(ctx.table_shape, dtype=torch.float32, device=u.device)
         if n:
-            _hash_encode_backward[(triton.cdiv(n, BLOCK), levels)](u, grad.contiguous(), grad_table, *layout, n, levels,
-                                                                  F=ctx.table_shape[1], BLOCK=BLOCK)
+            blocks = triton.cdiv(n, BLOCK)
+            grid = (blocks * levels,) if BACKWARD_LEVEL_FASTEST else (blocks, levels)
+            _hash_encode_backward[grid](u, grad.contiguous(), grad_table, *layout, n, levels, F=ctx.table_shape[1],
+                                        BLOCK=BLOCK, LEVEL_FASTEST=BACKWARD_LEVEL_FASTEST, enable_fp_fusion=False)
         return (None, grad_table.to(ctx.table_dtype), *([None] * len(layout)))
 
 
