@@ -11,6 +11,8 @@ Sections:
     composite  compositing 2^18 rays x 64 samples (2^16 rays on a CPU): rays/s, both passes
     march      occupancy-grid ray marching of 2^18 rays (2^14 on a CPU) through a grid a
                quarter full: rays/s
+    sweep      launch configurations of the hash and compositing kernels (GPU only), each
+               checked against the reference first
     train      a ``hashgrid`` field trained from the real lego photos for ``--budget`` seconds:
                at 800x800 on a GPU (100x100 on a CPU), hold-out ``i % 8 == 0``; held-out PSNR
                and samples/s, with the fastest backend here (and the reference's samples/s)
@@ -38,11 +40,11 @@ from common import DATA, write_results  # noqa: E402
 
 from radistill.cameras import Rays  # noqa: E402
 from radistill.fields.hashgrid import HashEncoding, hash_encode  # noqa: E402
-from radistill.kernels import triton_available  # noqa: E402
+from radistill.kernels import interpreting, triton_available  # noqa: E402
 from radistill.render.occupancy import OccupancyGrid  # noqa: E402
 from radistill.render.volume import Samples, composite, march  # noqa: E402
 
-SECTIONS = ("hash", "composite", "march", "train", "profile")
+SECTIONS = ("hash", "composite", "march", "sweep", "train", "profile")
 
 
 def sync(device: torch.device) -> None:
@@ -189,6 +191,78 @@ def bench_march(device: torch.device) -> list[dict]:
         params = {"rays": n_rays, "samples_per_diagonal": 512, "grid": 128,
                   "occupied": round(float(occ.occupied.float().mean()), 3), "samples_kept_per_ray": round(m / n_rays, 1)}
         out.append(record("march", f"2^{int(math.log2(n_rays))}", backend, params, fwd, None, n_rays, "rays"))
+    return out
+
+
+SWEEP_POINTS, SWEEP_RAYS = 1 << 22, 1 << 18
+
+
+def bench_sweep(device: torch.device) -> list[dict]:
+    """Launch configurations of the hash and compositing kernels, each checked against the
+    reference before it is timed (the defaults in radistill/kernels come from these rows)."""
+    import radistill.kernels.compositing as comp_kernel
+
+    if device.type != "cuda" and not interpreting():
+        return []
+    out = []
+    kernel = hash_kernel()
+    enc = HashEncoding(levels=16, features=2, log2_table=19, base_resolution=16, max_resolution=2048).to(device)
+    layout = enc.layout_tensors()
+    n = SWEEP_POINTS
+    u = torch.rand(n, 3, device=device)
+    table = (torch.rand(enc.table.shape, device=device) * 2e-4 - 1e-4).half().requires_grad_()
+    grad = torch.randn(n, 32, device=device, dtype=torch.float16)
+    expected = hash_encode(u, table.float(), layout, "torch")
+    defaults = (kernel.BLOCK, kernel.NUM_WARPS)
+    for block, warps in ((128, 4), (256, 4), (256, 8), (64, 2), (512, 8)):
+        kernel.BLOCK, kernel.NUM_WARPS = block, warps
+        torch.testing.assert_close(hash_encode(u, table, layout, "triton").float(), expected, atol=2e-6, rtol=2e-3)
+
+        def fwdbwd() -> None:
+            table.grad = None
+            hash_encode(u, table, layout, "triton").backward(grad)
+
+        fwd = seconds(lambda: hash_encode(u, table, layout, "triton"), device)
+        params = {"points": n, "table_dtype": "float16", "block": block, "num_warps": warps}
+        out.append(record("hash", f"2^{n.bit_length() - 1}-float16", f"triton-b{block}w{warps}", params, fwd, seconds(fwdbwd, device), n,
+                          "points"))
+    kernel.BLOCK, kernel.NUM_WARPS = defaults
+    del table, expected
+
+    n_rays, per_ray = SWEEP_RAYS, 64
+    samples = packed(n_rays, per_ray, device)
+    sigma = (torch.rand(n_rays * per_ray, device=device) * 5).requires_grad_()
+    rgb = torch.rand(n_rays * per_ray, 3, device=device, requires_grad=True)
+    g_rgb = torch.randn(n_rays, 3, device=device)
+    ref = composite(sigma, rgb, samples, 1e-4, backend="torch")
+    ref_grads = torch.autograd.grad((ref.rgb * g_rgb).sum() + ref.opacity.sum(), (sigma, rgb))
+    defaults = (comp_kernel.RAYS, comp_kernel.CHUNK, comp_kernel.NUM_WARPS)
+    for rays, chunk, warps in ((16, 64, 4), (8, 64, 2), (32, 32, 4), (16, 32, 2), (32, 64, 8), (64, 32, 8), (4, 64, 1)):
+        comp_kernel.RAYS, comp_kernel.CHUNK, comp_kernel.NUM_WARPS = rays, chunk, warps
+        got = composite(sigma, rgb, samples, 1e-4, backend="triton")
+        grads = torch.autograd.grad((got.rgb * g_rgb).sum() + got.opacity.sum(), (sigma, rgb))
+        torch.testing.assert_close(got.rgb, ref.rgb, atol=1e-4, rtol=1e-4)
+        for g, e in zip(grads, ref_grads):
+            torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-3)
+
+        def fwdbwd() -> None:  # the loss of training: colour and opacity (through the background)
+            c = composite(sigma, rgb, samples, 1e-4, backend="triton")
+            torch.autograd.grad((c.rgb * g_rgb).sum() + c.opacity.sum(), (sigma, rgb))
+
+        fwd = seconds(lambda: composite(sigma, rgb, samples, 1e-4, backend="triton"), device)
+        params = {"rays": n_rays, "samples_per_ray": per_ray, "rays_per_program": rays, "chunk": chunk,
+                  "num_warps": warps, "loss": "rgb+opacity"}
+        out.append(record("composite", f"2^{n_rays.bit_length() - 1}x{per_ray}", f"triton-r{rays}c{chunk}w{warps}", params, fwd,
+                          seconds(fwdbwd, device), n_rays, "rays"))
+    comp_kernel.RAYS, comp_kernel.CHUNK, comp_kernel.NUM_WARPS = defaults
+
+    def ref_fwdbwd() -> None:
+        c = composite(sigma, rgb, samples, 1e-4, backend="torch")
+        torch.autograd.grad((c.rgb * g_rgb).sum() + c.opacity.sum(), (sigma, rgb))
+
+    fwd = seconds(lambda: composite(sigma, rgb, samples, 1e-4, backend="torch"), device)
+    out.append(record("composite", f"2^{n_rays.bit_length() - 1}x{per_ray}", "torch-rgb+opacity", {"rays": n_rays, "samples_per_ray": per_ray,
+                      "loss": "rgb+opacity"}, fwd, seconds(ref_fwdbwd, device), n_rays, "rays"))
     return out
 
 
@@ -351,7 +425,8 @@ def main() -> None:
             failed.append(name)
             return None
 
-    for name, fn in (("hash", bench_hash), ("composite", bench_composite), ("march", bench_march)):
+    for name, fn in (("hash", bench_hash), ("composite", bench_composite), ("march", bench_march),
+                     ("sweep", bench_sweep)):
         if name in args.only:
             records += run(name, lambda: fn(device)) or []
     if "train" in args.only:

@@ -8,9 +8,9 @@ One program handles ``BLOCK`` points at one level (the forward grid is ``[blocks
 as in tiny-cuda-nn). Tables may be fp32 or fp16; interpolation always accumulates in fp32 and
 the output has the table's dtype. The backward pass adds each corner's share of the upstream
 gradient into an fp32 gradient table with relaxed atomics (no ordering is needed between
-them), then casts it to the table's dtype (fp16 atomics would lose small updates); its
-programs run level-fastest so that concurrent atomics do not all queue on one coarse level's
-few rows. Floating-point contraction is off so that grid positions round as the reference's
+them), then casts it to the table's dtype (fp16 atomics would lose small updates). Its
+programs run blocks first, like the forward pass's (level-fastest, which spreads concurrent
+atomics over every level, measured slower). Floating-point contraction is off so that grid positions round as the reference's
 do (with it, a point a rounding error from a cell face lands in the neighbouring cell).
 """
 
@@ -23,9 +23,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK = 128
-# the order of the backward programs (benchmarks/kernels.py measures both; see its results)
-BACKWARD_LEVEL_FASTEST = True
+BLOCK = 128  # points per program
+NUM_WARPS = 4
+# the order of the backward programs: blocks first measured faster on an H100 than level-fastest
+# (benchmarks/results/kernels_cuda.json: 11.3 ms against 14.2 ms at 2^22 points, fp16 table)
+BACKWARD_LEVEL_FASTEST = False
 
 
 @triton.jit
@@ -124,7 +126,8 @@ class _HashEncode(torch.autograd.Function):
         out = torch.empty(n, levels * features, dtype=table.dtype, device=u.device)
         if n:
             _hash_encode_forward[(triton.cdiv(n, BLOCK), levels)](u, table, out, *layout, n, levels, F=features,
-                                                                 BLOCK=BLOCK, enable_fp_fusion=False)
+                                                                 BLOCK=BLOCK, num_warps=NUM_WARPS,
+                                                                 enable_fp_fusion=False)
         ctx.save_for_backward(u, *layout)
         ctx.table_shape, ctx.table_dtype = table.shape, table.dtype
         return out
@@ -138,7 +141,8 @@ class _HashEncode(torch.autograd.Function):
             blocks = triton.cdiv(n, BLOCK)
             grid = (blocks * levels,) if BACKWARD_LEVEL_FASTEST else (blocks, levels)
             _hash_encode_backward[grid](u, grad.contiguous(), grad_table, *layout, n, levels, F=ctx.table_shape[1],
-                                        BLOCK=BLOCK, LEVEL_FASTEST=BACKWARD_LEVEL_FASTEST, enable_fp_fusion=False)
+                                        BLOCK=BLOCK, LEVEL_FASTEST=BACKWARD_LEVEL_FASTEST, num_warps=NUM_WARPS,
+                                        enable_fp_fusion=False)
         return (None, grad_table.to(ctx.table_dtype), *([None] * len(layout)))
 
 
