@@ -65,12 +65,19 @@ def write_results(name: str, benchmark: str, records: list[dict], columns: list[
         "machine": machine(),
         "records": merged,
     }
+    return write_doc(name, doc, columns)
+
+
+def write_doc(name: str, doc: dict, columns: list[tuple[str, str]]) -> Path:
+    """Write a results document as ``results/<name>.json`` and its table as ``results/<name>.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
-    lines = [f"# {benchmark}", "", f"{doc['date']}, git {doc['git'][:10]}, {doc['machine']['name']} "
+    lines = [f"# {doc['benchmark']}", "", f"{doc['date']}, git {doc['git'][:10]}, {doc['machine']['name']} "
              f"({doc['machine']['device']}, {doc['machine']['cores']} cores), torch {doc['machine']['torch']}", "",
              "| id | " + " | ".join(c[0] for c in columns) + " |",
              "|---|" + "---|" * len(columns)]
-    for r in merged:
+    for r in doc["records"]:
         vals = []
         for _, key in columns:
             v = r["metrics"].get(key, r["params"].get(key, ""))

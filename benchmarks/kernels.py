@@ -44,6 +44,13 @@ from radistill.kernels import interpreting, triton_available  # noqa: E402
 from radistill.render.occupancy import OccupancyGrid  # noqa: E402
 from radistill.render.volume import Samples, composite, march  # noqa: E402
 
+COLUMNS = [("fwd ms", "fwd_ms"), ("fwd points/s", "fwd_points_per_s"), ("fwd rays/s", "fwd_rays_per_s"),
+           ("fwd+bwd ms", "fwdbwd_ms"), ("fwd+bwd points/s", "fwdbwd_points_per_s"),
+           ("fwd+bwd rays/s", "fwdbwd_rays_per_s"), ("speed-up fwd", "fwd_speedup"),
+           ("speed-up fwd+bwd", "fwdbwd_speedup"), ("PSNR", "psnr"), ("samples/s", "samples_per_s"),
+           ("steps", "steps"), ("step ms", "step_ms"), ("march", "march_share"),
+           ("hash", "hash_encoding_share"), ("MLPs", "mlps_share"), ("composite", "composite_share")]
+
 SECTIONS = ("hash", "composite", "march", "sweep", "train", "profile")
 
 
@@ -78,15 +85,18 @@ def record(op: str, size: str, backend: str, params: dict, fwd: float, fwdbwd: f
 
 
 def add_speedups(records: list[dict]) -> None:
-    """Each Triton row gets its speed-up over the reference row of the same op and size."""
+    """Each Triton row gets its speed-up over the reference row of the same op, size and loss."""
     by_id = {r["id"]: r for r in records}
     for r in records:
-        if r["id"].endswith("/triton"):
-            ref = by_id.get(r["id"][: -len("triton")] + "torch")
-            if ref:
-                for key in ("fwd_ms", "fwdbwd_ms"):
-                    if key in r["metrics"] and key in ref["metrics"]:
-                        r["metrics"][f"{key.split('_')[0]}_speedup"] = round(ref["metrics"][key] / r["metrics"][key], 2)
+        op_size, backend = r["id"].rsplit("/", 1)
+        if not backend.startswith("triton"):
+            continue
+        loss = r["params"].get("loss")
+        ref = by_id.get(f"{op_size}/torch-{loss}" if loss else f"{op_size}/torch")
+        if ref:
+            for key in ("fwd_ms", "fwdbwd_ms"):
+                if key in r["metrics"] and key in ref["metrics"]:
+                    r["metrics"][f"{key.split('_')[0]}_speedup"] = round(ref["metrics"][key] / r["metrics"][key], 2)
 
 
 # ---------------------------------------------------------------- single ops
@@ -448,13 +458,7 @@ def main() -> None:
             failed.append("profile")
     add_speedups(records)
     if records and not args.no_write:
-        cols = [("fwd ms", "fwd_ms"), ("fwd points/s", "fwd_points_per_s"), ("fwd rays/s", "fwd_rays_per_s"),
-                ("fwd+bwd ms", "fwdbwd_ms"), ("fwd+bwd points/s", "fwdbwd_points_per_s"),
-                ("fwd+bwd rays/s", "fwdbwd_rays_per_s"), ("speed-up fwd", "fwd_speedup"),
-                ("speed-up fwd+bwd", "fwdbwd_speedup"), ("PSNR", "psnr"), ("samples/s", "samples_per_s"),
-                ("steps", "steps"), ("step ms", "step_ms"), ("march", "march_share"),
-                ("hash", "hash_encoding_share"), ("MLPs", "mlps_share"), ("composite", "composite_share")]
-        path = write_results(f"kernels_{device.type}", "kernels", records, cols)
+        path = write_results(f"kernels_{device.type}", "kernels", records, COLUMNS)
         print(f"wrote {path}")
     if failed:
         print(f"failed sections: {', '.join(failed)}")
