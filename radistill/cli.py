@@ -33,6 +33,23 @@ def _parse_overrides(items: tuple[str, ...]) -> dict:
     return out
 
 
+def _device(name: str):
+    """The torch device for --device: ``auto`` is CUDA when there is one, else the CPU."""
+    import torch
+
+    from radistill.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown --device {name!r}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available here (use --device cpu)")
+    return device
+
+
 @dataclass
 class Train:
     """Train a field from posed photos (a NeRF Blender, LLFF or nerfstudio folder, or 'builtin')."""
@@ -58,6 +75,9 @@ class Train:
     checkpoint_every: int = 250
     """Steps between resumable checkpoints."""
     seed: int = 0
+    device: str = "auto"
+    """Where to train: auto (CUDA when there is one, with the fused Triton kernels when Triton is
+    installed), cpu, cuda or cuda:N."""
     set: tuple[str, ...] = ()
     """Field options as key=value, e.g. --set log2_table=17 samples_per_ray=192."""
 
@@ -77,9 +97,10 @@ class Train:
         if getattr(kind_class(self.kind), "learns_from_images", False):  # checked before the scene is loaded
             raise ConfigError(f"{self.kind} are not trained from photos here: train a neural kind, then "
                               f"`radistill convert FIELD --to {self.kind}` (or convert a 3DGS .ply or a mesh file)")
+        device = _device(self.device)
         scene = load_scene(self.data, downscale=self.downscale, background=self.background)
         torch.manual_seed(self.seed)
-        field = create_field(self.kind, scene.aabb, **overrides)
+        field = create_field(self.kind, scene.aabb, **overrides).to(device)
         meta = {"cameras": scene.cameras[scene.train_indices].to_dict(), "background": scene.background.tolist(),
                 "scene": str(self.data)}
         cfg = TrainConfig(steps=self.steps, max_seconds=self.max_seconds, batch_rays=self.batch_rays, seed=self.seed,
@@ -233,13 +254,15 @@ class Eval:
     """Colour RGBA images are composited on (default: as when training)."""
     output: Optional[Path] = None
     """Write the JSON here as well as printing it."""
+    device: str = "auto"
+    """Where to render: auto (CUDA when there is one), cpu, cuda or cuda:N."""
 
     def run(self) -> None:
         from radistill.datasets import load_scene
         from radistill.evaluate import evaluate_split
         from radistill.io.checkpoint import load_field
 
-        field = load_field(self.checkpoint)
+        field = load_field(self.checkpoint, _device(self.device))
         background = self.background if self.background is not None else _background_tuple(self.checkpoint)
         scene = load_scene(self.data, downscale=self.downscale, background=background)
         result = {"checkpoint": str(self.checkpoint), "data": self.data, "split": self.split,

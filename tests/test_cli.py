@@ -73,6 +73,8 @@ def test_train_eval_render_and_resume(tiny_scene_dir, tmp_path):
     (["train", "--data", "{scene}/missing_image"], "r_1.png does not exist"),
     (["eval", "{scene}/truncated.safetensors", "--data", "builtin"], "truncated.safetensors: not a readable safetensors"),
     (["render", "{scene}/foreign.safetensors"], "not a radistill checkpoint"),
+    (["train", "--data", "builtin", "--device", "gpu0", "--steps", "1"], "unknown --device 'gpu0'"),
+    (["train", "--data", "builtin", "--set", "backend=cuda", "--steps", "1"], "backend must be one of auto, torch, triton"),
 ])
 def test_user_errors_exit_2_without_traceback(args, message, bad_inputs):
     r = cli(*[a.format(scene=bad_inputs) for a in args])
@@ -125,3 +127,9 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny_scene_dir, tmp
     r = cli("train", "--data", tiny_scene_dir, "--steps", done + 4, "--batch-rays", 128, "--output", out, "--resume", *FAST)
     assert r.returncode == 0, r.stderr
     assert f"for {done + 4} steps" in r.stdout
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error():
+    r = cli("train", "--data", "builtin", "--device", "cuda", "--steps", "1")
+    assert r.returncode == 2 and "no CUDA device is available here" in r.stderr and "Traceback" not in r.stderr
