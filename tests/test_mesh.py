@@ -153,6 +153,15 @@ def test_a_level_without_surface_is_a_clear_error():
         MeshField.from_teacher(Ball(), MeshConfig(resolution=16, level=1e6))
 
 
+def test_an_automatic_level_outside_the_densities_falls_back_to_their_middle_with_a_warning():
+    grid = meshing.density_grid(Ball(), 16)  # 0 outside the ball, 50 inside
+    assert meshing.level_in_range(grid, 25.0) == 25.0
+    with pytest.warns(RuntimeWarning, match="automatic surface level 60 is outside .* extracting at 25 instead"):
+        assert meshing.level_in_range(grid, 60.0) == pytest.approx(25.0)
+    with pytest.warns(RuntimeWarning, match="no clear surface"):
+        assert meshing.level_in_range(grid, -1.0) == pytest.approx(25.0)
+
+
 def test_the_automatic_level_lies_between_empty_space_and_the_surface():
     """The ball's density is 50 inside: rays reach half opacity inside it, so the level is 25."""
     assert meshing.surface_level(Ball()) == pytest.approx(25.0)

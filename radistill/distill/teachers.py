@@ -85,8 +85,18 @@ class FieldTeacher:
                                              read_checkpoint)
 
         from radistill.io.mesh import MESH_SUFFIXES, is_mesh_file, load_mesh
+        from radistill.io.instant_ngp import INSTANT_NGP_SUFFIXES
+        from radistill.io.tensorf import TENSORF_SUFFIXES
 
         suffix = Path(path).suffix.lower()
+        if suffix in TENSORF_SUFFIXES:  # other programs' checkpoints: no cameras saved
+            from radistill.io.tensorf import load_tensorf
+
+            return cls(load_tensorf(path).to(device))
+        if suffix in INSTANT_NGP_SUFFIXES:
+            from radistill.io.instant_ngp import load_instant_ngp
+
+            return cls(load_instant_ngp(path).to(device))
         if suffix in (*MESH_SUFFIXES, ".splat"):  # exchange files: no cameras, no background saved
             if is_mesh_file(path):
                 return cls(load_mesh(path).to(device))

@@ -305,6 +305,8 @@ class MeshField(Representation):
             bar.update()
             bar.set_postfix_str(f"density grid {config.resolution}^3")
             grid = meshing.density_grid(teacher, config.resolution)
+            if not config.level:
+                level = meshing.level_in_range(grid, level)
             bar.update()
             bar.set_postfix_str("marching cubes")
             vertices, faces = meshing.extract_surface(grid, aabb, level)

@@ -14,6 +14,8 @@ The distill engine then bakes the texture by fitting renders to the teacher's re
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,20 @@ def surface_level(field, views=None, points: int = 20000, scale: float = 0.5) ->
     with torch.no_grad():
         density = field.visible_density(surface.to(field.aabb.device)).float().cpu()
     return scale * float(density.median())
+
+
+def level_in_range(grid: Tensor, level: float) -> float:
+    """The automatic ``level`` if the grid's densities cross it, else the middle of their range,
+    with a warning: a teacher that shows no clear surface (too little training, say) still
+    gives a mesh, whose renders then tell what is wrong."""
+    lo_v, hi_v = float(grid.min()), float(grid.max())
+    if lo_v < level < hi_v or not lo_v < hi_v:
+        return level
+    middle = 0.5 * (lo_v + hi_v)
+    warnings.warn(f"the automatic surface level {level:.4g} is outside the teacher's density range [{lo_v:.4g}, "
+                  f"{hi_v:.4g}]: it shows no clear surface (is it trained?); extracting at {middle:.4g} instead",
+                  RuntimeWarning, stacklevel=2)
+    return middle
 
 
 def extract_surface(grid: Tensor, aabb: Tensor, level: float) -> tuple[Tensor, Tensor]:
