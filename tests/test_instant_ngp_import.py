@@ -30,7 +30,7 @@ from radistill.fields.instant_ngp import morton3
 from radistill.io.instant_ngp import load_instant_ngp
 
 LEVELS, FEATURES, LOG2_T, BASE, GROWTH = 2, 2, 8, 4, 2.0  # level 0 dense (4^3), level 1 hashed (8^3 > 2^8)
-SCALE = 0.33
+SCALE = 0.25
 
 
 def params() -> np.ndarray:
@@ -48,12 +48,29 @@ def params() -> np.ndarray:
     return np.concatenate([m.reshape(-1) for m in (d1, d2, r1, r2, r3, grid)]).astype(np.float16)
 
 
-def occupied_where_x_below_half() -> np.ndarray:
-    values = np.zeros(128**3, dtype=np.float16)
-    i, j, k = np.meshgrid(np.arange(64), np.arange(128), np.arange(128), indexing="ij")
-    codes = morton3(torch.from_numpy(i.reshape(-1)), torch.from_numpy(j.reshape(-1)), torch.from_numpy(k.reshape(-1)))
-    values[codes.numpy()] = 1.0
+OFFSET = [0.4, 0.5, 0.6]
+NGP_BOX = [[-0.5] * 3, [1.5] * 3]  # aabb_scale 2: two cascades of the density grid
+
+
+def cascades() -> np.ndarray:
+    """Cascade 0 (network x in [0, 1]): 1 where x < 0.5, 0 (seen, empty) elsewhere. Cascade 1 (x in
+    [-0.5, 1.5]): 1 where x < -0.25, -1 (never seen) elsewhere, so that the mean over both
+    cascades is negative and only Instant-NGP's own threshold (cascade 0, unseen as 0) keeps the
+    0 cells empty."""
+    i, j, k = (a.reshape(-1) for a in np.meshgrid(np.arange(128), np.arange(128), np.arange(128), indexing="ij"))
+    codes = morton3(torch.from_numpy(i), torch.from_numpy(j), torch.from_numpy(k)).numpy()
+    values = np.zeros((2, 128**3), dtype=np.float16)
+    x0 = (i + 0.5) / 128  # cell centres in network units
+    x1 = ((i + 0.5) / 128 - 0.5) * 2 + 0.5
+    values[0, codes] = np.where(x0 < 0.5, 1.0, 0.0)
+    values[1, codes] = np.where(x1 < -0.25, 1.0, -1.0)
     return values
+
+
+def world_from_network(n: torch.Tensor) -> torch.Tensor:
+    """Network-frame points back to the world: the network's (x, y, z) are the world's (y, z, x)."""
+    v = n[:, [2, 0, 1]]
+    return (v - torch.tensor(OFFSET)) / SCALE
 
 
 def snapshot(**changes) -> dict:
@@ -69,9 +86,9 @@ def snapshot(**changes) -> dict:
                         "n_hidden_layers": 2},
         "snapshot": {"version": 1, "mode": "nerf", "params_type": "__half", "n_params": int(p.size),
                      "params_binary": p.tobytes(), "density_grid_size": 128,
-                     "density_grid_binary": occupied_where_x_below_half().tobytes(),
-                     "aabb": {"min": [0.0, 0.0, 0.0], "max": [1.0, 1.0, 1.0]},
-                     "nerf": {"aabb_scale": 1, "dataset": {"scale": SCALE, "offset": [0.5, 0.5, 0.5], "aabb_scale": 1}}},
+                     "density_grid_binary": cascades().tobytes(),
+                     "aabb": {"min": NGP_BOX[0], "max": NGP_BOX[1]},
+                     "nerf": {"aabb_scale": 2, "dataset": {"scale": SCALE, "offset": OFFSET, "aabb_scale": 2}}},
     }
     for key, value in changes.items():
         target = doc
@@ -87,19 +104,27 @@ def write(path, doc, compress=False) -> None:
     path.write_bytes(gzip.compress(data) if compress else data)
 
 
+def test_morton_codes_interleave_x_y_z_bits():
+    codes = morton3(torch.tensor([1, 0, 0, 2, 3]), torch.tensor([0, 1, 0, 0, 5]), torch.tensor([0, 0, 1, 0, 1]))
+    assert codes.tolist() == [1, 2, 4, 8, 1 + 8 + 2 + 128 + 4]
+
+
 @pytest.mark.parametrize("name, compress", [("scene.msgpack", False), ("scene.ingp", True)])
 def test_density_and_colour_have_the_closed_form_values(tmp_path, name, compress):
     write(tmp_path / name, snapshot(), compress)
     field = load_instant_ngp(tmp_path / name)
     assert field.kind == "instant-ngp"
-    # the world box is the network's [0, 1]^3 mapped back: (v - 0.5) / 0.33 on every axis
-    torch.testing.assert_close(field.aabb, torch.tensor([[-0.5 / SCALE] * 3, [0.5 / SCALE] * 3]))
-    x = (torch.rand(300, 3) - 0.5) * 2.5
-    # level 0 has 4 nodes per axis at positions 0.5 .. 3.5 of its grid: past 3 a cell's far corner
-    # wraps (as in tiny-cuda-nn), so the ramp is exact for network coordinates below 5/6
-    x[:, 1] = torch.rand(300) * 2.1 - 1.2
+    # the world box is the network's box mapped back, axis by axis: world x is network z, and so on
+    lo = torch.tensor([(-0.5 - OFFSET[w]) / SCALE for w in range(3)])
+    hi = torch.tensor([(1.5 - OFFSET[w]) / SCALE for w in range(3)])
+    torch.testing.assert_close(field.aabb, torch.stack([lo, hi]))
+    # network points in the occupied part of cascade 0 (x < 0.45), x below 5/6 of level 0's grid:
+    # past it a cell's far corner wraps (as in tiny-cuda-nn) and the ramp below is not exact
+    n = torch.rand(300, 3) * 0.9 + 0.05
+    n[:, 0] = torch.rand(300) * 0.4 + 0.02
+    x = world_from_network(n)
     d = torch.nn.functional.normalize(torch.randn(300, 3), dim=-1)
-    u = x[:, 1] * SCALE + 0.5  # the network's first coordinate is the world's y
+    u = (n[:, 0] + 0.5) / 2.0  # the network input: (x - box min) / box size
     pos = u * (BASE - 1) + 0.5  # level 0's grid position, which its feature 0 interpolates exactly
     out = field.query(x, d)
     torch.testing.assert_close(out.sigma, torch.exp(0.5 * pos) * SCALE, atol=1e-4, rtol=1e-3)
@@ -108,22 +133,32 @@ def test_density_and_colour_have_the_closed_form_values(tmp_path, name, compress
     torch.testing.assert_close(out.rgb, expected, atol=1e-3, rtol=1e-3)
 
 
-def test_the_density_grid_empties_space(tmp_path):
+def test_the_density_grid_empties_space_as_instant_ngp_does(tmp_path):
     write(tmp_path / "scene.msgpack", snapshot())
     field = load_instant_ngp(tmp_path / "scene.msgpack")
-    x = (torch.rand(500, 3) - 0.5) * 2.8
-    ngp_x = x[:, 1] * SCALE + 0.5
-    empty = field.empty_mask(x)
-    assert not empty[ngp_x < 0.45].any()
-    assert empty[ngp_x > 0.55].all()
-    outside = torch.tensor([[0.0, 0.0, 1.6], [2.0, -0.5, 0.0]])
-    assert field.empty_mask(outside).all()
+
+    def empty(n):
+        return field.empty_mask(world_from_network(n))
+
+    inner = torch.rand(400, 3) * 0.9 + 0.05  # cascade 0
+    assert not empty(inner[inner[:, 0] < 0.45]).any()
+    assert empty(inner[inner[:, 0] > 0.55]).all()  # cells of value 0 stay empty
+    outer = torch.rand(400, 3) * 1.9 - 0.45  # cascade 1 where some coordinate leaves [0, 1]
+    outer = outer[((outer < 0) | (outer > 1)).any(-1)]
+    assert not empty(outer[outer[:, 0] < -0.3]).any()
+    assert empty(outer[outer[:, 0] > -0.2]).all()  # never seen (-1), or empty in cascade 0
+    # and the teacher's own query gives no density there
+    sigma = field.query(world_from_network(inner), torch.ones(400, 3) / math.sqrt(3)).sigma
+    assert torch.equal(sigma[inner[:, 0] > 0.55], torch.zeros(int((inner[:, 0] > 0.55).sum())))
+    assert (sigma[inner[:, 0] < 0.45] > 0).all()
+    assert field.empty_mask(torch.tensor([[0.0, 7.0, 0.0]])).all()  # outside the box
 
 
 def test_per_level_scale_is_recomputed_when_the_snapshot_lacks_it(tmp_path):
     doc = snapshot()
     doc["encoding"] = {k: v for k, v in doc["encoding"].items() if k != "per_level_scale"}
     doc["encoding"].update(n_levels=16, log2_hashmap_size=19, base_resolution=16)
+    doc["snapshot"]["nerf"]["dataset"]["aabb_scale"] = 1  # NeRF-synthetic's
     layout = level_layout(16, 19, 16, math.exp(math.log(2048 / 16) / 15))
     grid = np.zeros((layout[-1]["offset"] + layout[-1]["size"]) * 2, dtype=np.float16)
     d1 = np.zeros((16, 32), dtype=np.float16)  # the density network now sees 16 levels x 2 features

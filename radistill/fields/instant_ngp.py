@@ -13,7 +13,7 @@ Coordinates (src/nerf_loader.cu): a world point ``p`` of the data set's frame ma
 integrates ``density * dt`` in its own units, so the world-space density is ``scale`` times
 its density. Space the renderer skips comes from its density grid: 128^3 cells per cascade in
 Morton order, cascade ``k`` covering ``0.5 +- 2^(k-1)``; a cell counts when its value exceeds
-``min(0.01, mean)``.
+``min(0.01, mean)``, the mean over cascade 0 with unseen cells (-1) counted as 0.
 
 The hash grid has tiny-cuda-nn's layout, which radistill's ``hashgrid`` shares, so the
 position encoding is ``radistill.fields.hashgrid.hash_encode`` on the snapshot's table.
@@ -101,6 +101,8 @@ class InstantNGPField(Representation):
         self.density_net = nn.ParameterList([nn.Parameter(w.float(), requires_grad=False) for w in density_net])
         self.rgb_net = nn.ParameterList([nn.Parameter(w.float(), requires_grad=False) for w in rgb_net])
         self.register_buffer("density_grid", None if density_grid is None else density_grid.float())
+        # Instant-NGP's threshold: min(0.01, mean of cascade 0 with unseen cells (-1) counted as 0)
+        self.grid_threshold = 0.0 if density_grid is None else min(0.01, float(density_grid[0].clamp_min(0).mean()))
 
     def to_ngp(self, x: Tensor) -> Tensor:
         """World points to Instant-NGP's frame (scaled, offset, axes cycled).  # [N, 3]"""
@@ -118,7 +120,7 @@ class InstantNGPField(Representation):
         """The density network's 16 raw outputs at world points.  # [N, 16]"""
         u = ((self.to_ngp(x) - self.ngp_lo) / self.ngp_size).clamp(0.0, 1.0)
         layout = {k: getattr(self, f"layout_{k}") for k in ("scale", "resolution", "size", "offset", "dense")}
-        enc = hash_encode(u, self.table, layout)
+        enc = hash_encode(u, self.table, layout, "auto")
         pad = self.density_net[0].shape[1] - enc.shape[1]
         if pad:
             enc = torch.nn.functional.pad(enc, (0, pad))
@@ -137,7 +139,9 @@ class InstantNGPField(Representation):
         if pad:
             rgb_in = torch.nn.functional.pad(rgb_in, (0, pad))
         rgb = torch.sigmoid(self._mlp(self.rgb_net, rgb_in)[:, :3])
-        return FieldOutputs(torch.exp(h[:, 0]) * self.config.scale, rgb)
+        sigma = torch.exp(h[:, 0]) * self.config.scale
+        # the space Instant-NGP's renderer skips is empty here too (its own renders included)
+        return FieldOutputs(torch.where(self.empty_mask(x), torch.zeros_like(sigma), sigma), rgb)
 
     def empty_mask(self, x: Tensor) -> Tensor | None:
         """Outside the training box, or in a cell of the density grid below Instant-NGP's threshold."""
@@ -152,8 +156,7 @@ class InstantNGPField(Representation):
         q = (p - 0.5) * torch.pow(2.0, -level.float())[:, None] + 0.5
         ijk = (q * 128).long().clamp(0, 127)
         cells = morton3(ijk[:, 0], ijk[:, 1], ijk[:, 2])
-        threshold = min(0.01, float(grid.mean()))
-        return outside | ~(grid[level, cells] > threshold)
+        return outside | ~(grid[level, cells] > self.grid_threshold)
 
     def render(self, rays: Any, background: Tensor | None = None, perturb: bool = False,
                generator: torch.Generator | None = None, window: int | None = None) -> RenderOutputs:

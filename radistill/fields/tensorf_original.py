@@ -135,7 +135,7 @@ class TensoRFCheckpointField(Representation):
     def _shade(self, features: Tensor, d: Tensor) -> Tensor:  # [N, 3]
         cfg = self.config
         if cfg.shading == "RGB":
-            return features[:, :3]
+            return features
         if cfg.shading == "SH":
             coefs = features.view(-1, 3, 9)
             return torch.relu((coefs * sh_degree2(d)[:, None, :]).sum(-1) + 0.5)

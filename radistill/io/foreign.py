@@ -28,10 +28,8 @@ def _numpy_globals() -> list[Any]:
                           # files written under numpy 1.x name the function numpy.core.multiarray._reconstruct
                           (reconstruct, "numpy.core.multiarray._reconstruct"),
                           (reconstruct, "numpy._core.multiarray._reconstruct")]
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        allowed += [getattr(dtypes, name) for name in ("UInt8DType", "Float32DType", "Int64DType", "BoolDType")
-                    if hasattr(dtypes, name)]
+    # the dtype classes (numpy.dtypes.UInt8DType, ...) that arrays are rebuilt with
+    allowed += [type(np.dtype(t)) for t in (np.uint8, np.float32, np.float16, np.int64, np.int32, np.bool_)]
     return allowed
 
 

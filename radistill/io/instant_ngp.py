@@ -61,7 +61,7 @@ def _pad(n: int, multiple: int) -> int:
 def _mlp_shapes(config: dict[str, Any], n_in: int, n_out: int, path: Path, name: str) -> tuple[list[tuple[int, int]], int]:
     otype = str(config.get("otype", "FullyFusedMLP"))
     if otype not in ("FullyFusedMLP", "CutlassMLP", "MegakernelMLP"):
-        raise CheckpointError(f"{path}: {name} is a {otype!r}; supported: FullyFusedMLP, CutlassMLP")
+        raise CheckpointError(f"{path}: {name} is a {otype!r}; supported: FullyFusedMLP, MegakernelMLP, CutlassMLP")
     if str(config.get("activation", "ReLU")) != "ReLU" or str(config.get("output_activation", "None")) != "None":
         raise CheckpointError(f"{path}: {name} must use ReLU hidden layers and no output activation "
                               f"(found {config.get('activation')!r} and {config.get('output_activation')!r})")
@@ -102,7 +102,15 @@ def load_instant_ngp(path: str | Path) -> InstantNGPField:
     if sh != 4:
         raise CheckpointError(f"{path}: the direction encoding must be degree-4 spherical harmonics "
                               f"(found {doc.get('dir_encoding')})")
+    if str(enc.get("interpolation", "Linear")) != "Linear":
+        raise CheckpointError(f"{path}: the hash grid's interpolation is {enc.get('interpolation')!r}; supported: Linear")
     dataset = snap.get("nerf", {}).get("dataset", {})
+    if dataset.get("from_mitsuba"):
+        raise CheckpointError(f"{path}: a snapshot of a Mitsuba data set (another axis convention); "
+                              "supported: NeRF data sets (transforms.json)")
+    if int(dataset.get("n_extra_learnable_dims", 0)):
+        raise CheckpointError(f"{path}: {dataset['n_extra_learnable_dims']} extra learnable dimensions per image "
+                              "(appearance codes) are not supported")
     aabb_scale = float(dataset.get("aabb_scale", snap.get("nerf", {}).get("aabb_scale", 1.0)))
     levels, features = int(enc.get("n_levels", 16)), int(enc.get("n_features_per_level", 2))
     log2_table, base = int(enc.get("log2_hashmap_size", 19)), int(enc.get("base_resolution", 16))
@@ -119,6 +127,8 @@ def load_instant_ngp(path: str | Path) -> InstantNGPField:
     raw = snap.get("params_binary")
     if not isinstance(raw, (bytes, bytearray)):
         raise CheckpointError(f"{path}: snapshot.params_binary is missing or not binary")
+    if len(raw) % np.dtype(dtype).itemsize:
+        raise CheckpointError(f"{path}: params_binary holds {len(raw)} bytes, not whole {snap.get('params_type')} values")
     params = np.frombuffer(bytes(raw), dtype=dtype)
     if params.size != expected or int(snap.get("n_params", params.size)) != params.size:
         raise CheckpointError(f"{path}: {params.size} parameters, but the networks and the {levels}-level hash grid "

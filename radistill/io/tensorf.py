@@ -7,7 +7,9 @@ model's constructor arguments: ``aabb``, ``gridSize``, ``density_shift``, ``dist
 ``basis_mat.weight``, ``renderModule.mlp.{0,2,4}``), and when an alpha mask was built,
 ``alphaMask.shape`` (a 5-d tuple), ``alphaMask.mask`` (``np.packbits`` of the boolean volume)
 and ``alphaMask.aabb``. The model class is told apart by its tensors: planes make it
-``TensorVMSplit``, lines alone ``TensorCP``.
+``TensorVMSplit``, lines alone ``TensorCP``. A model trained in NDC (TensoRF's ``ndc_ray`` for
+forward-facing LLFF scenes) cannot be told from its kwargs; it would be read as a world-space
+model.
 """
 
 from __future__ import annotations
@@ -46,6 +48,21 @@ def _render_module(state: dict[str, Tensor], path: Path) -> nn.Module:
         linear.bias.data.copy_(b)
         layers += [linear, nn.ReLU()] if i < 4 else [linear]
     return nn.Sequential(*layers)
+
+
+def _alpha_mask(ckpt: dict[str, Any], path: Path) -> tuple[Tensor | None, Tensor | None]:
+    """The unpacked alpha mask as a [1, 1, Z, Y, X] volume and its aabb (None when absent)."""
+    if "alphaMask.mask" not in ckpt:
+        return None, None
+    try:
+        shape = tuple(int(v) for v in ckpt["alphaMask.shape"])[-3:]
+        bits = np.unpackbits(np.asarray(ckpt["alphaMask.mask"], dtype=np.uint8))
+        mask = torch.from_numpy(bits[: int(np.prod(shape))].reshape(shape).astype(np.float32))[None, None]
+        aabb = torch.as_tensor(ckpt["alphaMask.aabb"], dtype=torch.float32).reshape(2, 3)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: its alpha mask is incomplete ('alphaMask.shape', 'alphaMask.mask' with enough "
+                              f"bits, and 'alphaMask.aabb' are needed): {exc}") from None
+    return mask, aabb
 
 
 def load_tensorf(path: str | Path) -> TensoRFCheckpointField:
@@ -89,13 +106,25 @@ def load_tensorf(path: str | Path) -> TensoRFCheckpointField:
     if basis.shape[1] != components:
         raise CheckpointError(f"{path}: basis_mat.weight is {list(basis.shape)} but the appearance tensors have "
                               f"{components} components")
-    render_module = _render_module(state, path) if shading in ("MLP_Fea", "MLP") else None
-    mask = mask_aabb = None
-    if "alphaMask.mask" in ckpt:
-        shape = tuple(int(v) for v in ckpt["alphaMask.shape"])
-        bits = np.unpackbits(np.asarray(ckpt["alphaMask.mask"], dtype=np.uint8))[: int(np.prod(shape))]
-        mask = torch.from_numpy(bits.reshape(shape).astype(np.float32))
-        mask_aabb = torch.as_tensor(ckpt["alphaMask.aabb"], dtype=torch.float32).reshape(2, 3)
+    if not vm and len({x.shape[1] for x in lines["density"]}) + len({x.shape[1] for x in lines["app"]}) != 2:
+        raise CheckpointError(f"{path}: TensorCP's three lines must have one component count each for density "
+                              "and appearance")
+    if vm and any(p.shape[1] != q.shape[1] for p, q in zip(planes["density"] + planes["app"],
+                                                          lines["density"] + lines["app"])):
+        raise CheckpointError(f"{path}: each plane must have as many components as its line")
+    app_dim = basis.shape[0]
+    render_module = None
+    if shading in ("MLP_Fea", "MLP"):
+        render_module = _render_module(state, path)
+        view_pe, fea_pe = config.view_pe, config.fea_pe if shading == "MLP_Fea" else 0
+        width = 3 + app_dim + 6 * view_pe + 2 * fea_pe * app_dim
+        if render_module[0].in_features != width:
+            raise CheckpointError(f"{path}: the colour MLP takes {render_module[0].in_features} inputs, but {shading} "
+                                  f"with {app_dim} features, view_pe={view_pe} and fea_pe={fea_pe} gives {width}")
+    elif (shading, app_dim) not in (("SH", 27), ("RGB", 3)):
+        raise CheckpointError(f"{path}: {shading} shading needs {27 if shading == 'SH' else 3} appearance features, "
+                              f"the basis gives {app_dim}")
+    mask, mask_aabb = _alpha_mask(ckpt, path)
     return TensoRFCheckpointField(config, aabb, lines["density"], lines["app"], basis,
                                   planes["density"] if vm else None, planes["app"] if vm else None,
                                   render_module, mask, mask_aabb)
