@@ -106,3 +106,13 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
         save_field(path, scrambled("mlp"))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["f.safetensors"], "no temporary file is left behind"
+
+
+def test_the_kernel_backend_is_not_saved_with_the_field(tmp_path):
+    """A field trained with one backend (Triton on a GPU, say) loads anywhere with the default."""
+    field = create_field("hashgrid", torch.tensor([[-1.0] * 3, [1.0] * 3]), log2_table=10, backend="torch")
+    save_field(tmp_path / "f.safetensors", field)
+    _, meta = read_checkpoint(tmp_path / "f.safetensors")
+    assert "backend" not in json.loads(meta["config"])
+    loaded = load_field(tmp_path / "f.safetensors")
+    assert loaded.config.backend == "auto" and loaded.encoder.grid.backend == "auto"

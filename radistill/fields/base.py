@@ -33,6 +33,8 @@ KINDS: dict[str, str] = {
     "gaussians": "radistill.fields.gaussians:GaussiansField",
     "mesh": "radistill.fields.mesh:MeshField",
 }
+RUNTIME_OPTIONS = ("backend",)
+"""Config fields that choose kernels, not the field: not saved; a loaded field uses their defaults."""
 NEURAL_KINDS = ("mlp", "hashgrid", "tensorf-vm", "tensorf-cp")
 """The kinds made of an encoder, the junction and the shared colour decoder."""
 
@@ -141,7 +143,9 @@ class Representation(nn.Module):
         """Adapt parameter shapes to a saved state before loading it (e.g. an upsampled grid)."""
 
     def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
+        """The config as saved with the weights: without the options that only choose how to
+        compute (``RUNTIME_OPTIONS``), so that a field trained with Triton on a GPU loads anywhere."""
+        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in RUNTIME_OPTIONS}
 
 
 def render_volumetric(field: Representation, rays: Any, volume_step: int, background: Tensor | None = None,
