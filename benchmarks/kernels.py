@@ -131,8 +131,10 @@ def bench_hash(device: torch.device) -> list[dict]:
                 if backend == "triton":  # the other order of the backward programs, for the choice
                     kernel = hash_kernel()
                     kernel.BACKWARD_LEVEL_FASTEST = not kernel.BACKWARD_LEVEL_FASTEST
-                    other = seconds(fwdbwd, device)
-                    kernel.BACKWARD_LEVEL_FASTEST = not kernel.BACKWARD_LEVEL_FASTEST
+                    try:
+                        other = seconds(fwdbwd, device)
+                    finally:
+                        kernel.BACKWARD_LEVEL_FASTEST = not kernel.BACKWARD_LEVEL_FASTEST
                     alt = {**params, "backward_order": "blocks-first" if kernel.BACKWARD_LEVEL_FASTEST else "level-fastest"}
                     out.append(record("hash", size, f"triton-{alt['backward_order']}", alt, fwd, other, n, "points"))
             del table
@@ -224,19 +226,21 @@ def bench_sweep(device: torch.device) -> list[dict]:
     grad = torch.randn(n, 32, device=device, dtype=torch.float16)
     expected = hash_encode(u, table.float(), layout, "torch")
     defaults = (kernel.BLOCK, kernel.NUM_WARPS)
-    for block, warps in ((128, 4), (256, 4), (256, 8), (64, 2), (512, 8)):
-        kernel.BLOCK, kernel.NUM_WARPS = block, warps
-        torch.testing.assert_close(hash_encode(u, table, layout, "triton").float(), expected, atol=2e-6, rtol=2e-3)
+    try:
+        for block, warps in ((128, 4), (256, 4), (256, 8), (64, 2), (512, 8)):
+            kernel.BLOCK, kernel.NUM_WARPS = block, warps
+            torch.testing.assert_close(hash_encode(u, table, layout, "triton").float(), expected, atol=2e-6, rtol=2e-3)
 
-        def fwdbwd() -> None:
-            table.grad = None
-            hash_encode(u, table, layout, "triton").backward(grad)
+            def fwdbwd() -> None:
+                table.grad = None
+                hash_encode(u, table, layout, "triton").backward(grad)
 
-        fwd = seconds(lambda: hash_encode(u, table, layout, "triton"), device)
-        params = {"points": n, "table_dtype": "float16", "block": block, "num_warps": warps}
-        out.append(record("hash", f"2^{n.bit_length() - 1}-float16", f"triton-b{block}w{warps}", params, fwd, seconds(fwdbwd, device), n,
-                          "points"))
-    kernel.BLOCK, kernel.NUM_WARPS = defaults
+            fwd = seconds(lambda: hash_encode(u, table, layout, "triton"), device)
+            params = {"points": n, "table_dtype": "float16", "block": block, "num_warps": warps}
+            size = f"2^{n.bit_length() - 1}-float16"
+            out.append(record("hash", size, f"triton-b{block}w{warps}", params, fwd, seconds(fwdbwd, device), n, "points"))
+    finally:
+        kernel.BLOCK, kernel.NUM_WARPS = defaults
     del table, expected
 
     n_rays, per_ray = SWEEP_RAYS, 64
@@ -247,31 +251,35 @@ def bench_sweep(device: torch.device) -> list[dict]:
     ref = composite(sigma, rgb, samples, 1e-4, backend="torch")
     ref_grads = torch.autograd.grad((ref.rgb * g_rgb).sum() + ref.opacity.sum(), (sigma, rgb))
     defaults = (comp_kernel.RAYS, comp_kernel.CHUNK, comp_kernel.NUM_WARPS)
-    for rays, chunk, warps in ((16, 64, 4), (8, 64, 2), (32, 32, 4), (16, 32, 2), (32, 64, 8), (64, 32, 8), (4, 64, 1)):
-        comp_kernel.RAYS, comp_kernel.CHUNK, comp_kernel.NUM_WARPS = rays, chunk, warps
-        got = composite(sigma, rgb, samples, 1e-4, backend="triton")
-        grads = torch.autograd.grad((got.rgb * g_rgb).sum() + got.opacity.sum(), (sigma, rgb))
-        torch.testing.assert_close(got.rgb, ref.rgb, atol=1e-4, rtol=1e-4)
-        for g, e in zip(grads, ref_grads):
-            torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-3)
+    try:
+        for rays, chunk, warps in ((16, 64, 4), (8, 64, 2), (32, 32, 4), (16, 32, 2), (32, 64, 8), (64, 32, 8), (4, 64, 1)):
+            comp_kernel.RAYS, comp_kernel.CHUNK, comp_kernel.NUM_WARPS = rays, chunk, warps
+            got = composite(sigma, rgb, samples, 1e-4, backend="triton")
+            grads = torch.autograd.grad((got.rgb * g_rgb).sum() + got.opacity.sum(), (sigma, rgb))
+            torch.testing.assert_close(got.rgb, ref.rgb, atol=1e-4, rtol=1e-4)
+            for g, e in zip(grads, ref_grads):
+                torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-3)
 
-        def fwdbwd() -> None:  # the loss of training: colour and opacity (through the background)
-            c = composite(sigma, rgb, samples, 1e-4, backend="triton")
-            torch.autograd.grad((c.rgb * g_rgb).sum() + c.opacity.sum(), (sigma, rgb))
+            def fwdbwd() -> None:  # the loss of training: colour and opacity (through the background)
+                c = composite(sigma, rgb, samples, 1e-4, backend="triton")
+                torch.autograd.grad((c.rgb * g_rgb).sum() + c.opacity.sum(), (sigma, rgb))
 
-        fwd = seconds(lambda: composite(sigma, rgb, samples, 1e-4, backend="triton"), device)
-        params = {"rays": n_rays, "samples_per_ray": per_ray, "rays_per_program": rays, "chunk": chunk,
-                  "num_warps": warps, "loss": "rgb+opacity"}
-        out.append(record("composite", f"2^{n_rays.bit_length() - 1}x{per_ray}", f"triton-r{rays}c{chunk}w{warps}", params, fwd,
-                          seconds(fwdbwd, device), n_rays, "rays"))
-    comp_kernel.RAYS, comp_kernel.CHUNK, comp_kernel.NUM_WARPS = defaults
+            fwd = seconds(lambda: composite(sigma, rgb, samples, 1e-4, backend="triton"), device)
+            params = {"rays": n_rays, "samples_per_ray": per_ray, "rays_per_program": rays, "chunk": chunk,
+                      "num_warps": warps, "loss": "rgb+opacity"}
+            size = f"2^{n_rays.bit_length() - 1}x{per_ray}"
+            out.append(record("composite", size, f"triton-r{rays}c{chunk}w{warps}", params, fwd, seconds(fwdbwd, device),
+                              n_rays, "rays"))
+    finally:
+        comp_kernel.RAYS, comp_kernel.CHUNK, comp_kernel.NUM_WARPS = defaults
 
     def ref_fwdbwd() -> None:
         c = composite(sigma, rgb, samples, 1e-4, backend="torch")
         torch.autograd.grad((c.rgb * g_rgb).sum() + c.opacity.sum(), (sigma, rgb))
 
     fwd = seconds(lambda: composite(sigma, rgb, samples, 1e-4, backend="torch"), device)
-    out.append(record("composite", f"2^{n_rays.bit_length() - 1}x{per_ray}", "torch-rgb+opacity", {"rays": n_rays, "samples_per_ray": per_ray,
+    out.append(record("composite", f"2^{n_rays.bit_length() - 1}x{per_ray}", "torch-rgb+opacity",
+                      {"rays": n_rays, "samples_per_ray": per_ray,
                       "loss": "rgb+opacity"}, fwd, seconds(ref_fwdbwd, device), n_rays, "rays"))
     return out
 
@@ -428,21 +436,27 @@ def main() -> None:
     field = scene = None
 
     def run(name, fn):
+        """Run a section and write its records at once (a later section timing out loses nothing)."""
         try:
-            return fn()
+            got = fn()
         except Exception:  # one broken section must not lose the others' results
             traceback.print_exc()
             failed.append(name)
             return None
+        new = got[0] if isinstance(got, tuple) else got
+        add_speedups(new)
+        records.extend(new)
+        if new and not args.no_write:
+            print(f"wrote {write_results(f'kernels_{device.type}', 'kernels', new, COLUMNS)}", flush=True)
+        return got
 
     for name, fn in (("hash", bench_hash), ("composite", bench_composite), ("march", bench_march),
                      ("sweep", bench_sweep)):
         if name in args.only:
-            records += run(name, lambda: fn(device)) or []
+            run(name, lambda: fn(device))
     if "train" in args.only:
         got = run("train", lambda: bench_train(device, args.budget))
         if got:
-            records += got[0]
             field, scene = got[1], got[2]
     if "profile" in args.only:
         if field is None:
@@ -452,18 +466,13 @@ def main() -> None:
             scene = lego(device)
             field = load_field(path).to(device) if path.exists() else None
         if field is not None:
-            records += run("profile", lambda: bench_profile(field, scene, device)) or []
+            run("profile", lambda: bench_profile(field, scene, device))
         else:
             print("profile: no trained field (run the train section or pass --field)")
             failed.append("profile")
-    add_speedups(records)
-    if records and not args.no_write:
-        path = write_results(f"kernels_{device.type}", "kernels", records, COLUMNS)
-        print(f"wrote {path}")
     if failed:
         print(f"failed sections: {', '.join(failed)}")
         sys.exit(1)
-
 
 if __name__ == "__main__":
     main()

@@ -107,3 +107,13 @@ def test_resume_with_other_options_is_a_clear_error(tiny_scene, tmp_path):
     other = create_field("hashgrid", tiny_scene.aabb, **{**SMALL["hashgrid"], "log2_table": 13})
     with pytest.raises(CheckpointError, match="log2_table: run 13 vs checkpoint 14"):
         train(other, teacher, TrainConfig(steps=4, batch_rays=128, progress=False), tmp_path, resume=True)
+
+
+def test_resume_with_another_kernel_backend_continues(tiny_scene, tmp_path):
+    """The backend chooses kernels, not the field: a run may resume with another one."""
+    teacher = ImageTeacher.from_scene(tiny_scene)
+    train(create_field("hashgrid", tiny_scene.aabb, **SMALL["hashgrid"], backend="torch"), teacher,
+          TrainConfig(steps=2, batch_rays=128, progress=False), tmp_path)
+    resumed = train(create_field("hashgrid", tiny_scene.aabb, **SMALL["hashgrid"], backend="auto"), teacher,
+                    TrainConfig(steps=4, batch_rays=128, progress=False), tmp_path, resume=True)
+    assert resumed.steps == 4

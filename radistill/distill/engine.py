@@ -213,9 +213,9 @@ def _restore(ckpt: Path, student: Representation, generator: torch.Generator, ob
     if meta.get("kind") != student.kind:
         raise CheckpointError(f"{ckpt}: holds a {meta.get('kind')!r} field, cannot resume a {student.kind!r} run")
     saved = field_from_checkpoint(tensors, meta, ckpt)
-    if saved.config != student.config:
-        ours, theirs = vars(student.config), vars(saved.config)
-        diff = ", ".join(f"{k}: run {ours[k]!r} vs checkpoint {theirs[k]!r}" for k in ours if ours[k] != theirs[k])
+    ours, theirs = student.config_dict(), saved.config_dict()  # without runtime choices such as the backend
+    if ours != theirs:
+        diff = ", ".join(f"{k}: run {ours[k]!r} vs checkpoint {theirs.get(k)!r}" for k in ours if ours[k] != theirs.get(k))
         raise CheckpointError(f"{ckpt}: was written with other {student.kind} options ({diff}); resume with the "
                               f"options of the interrupted run")
     student.prepare_state(saved.state_dict())

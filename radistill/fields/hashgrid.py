@@ -17,12 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from radistill.errors import ConfigError
 from radistill.fields.base import JUNCTION_DIM
 from radistill.fields.gather import weighted_rows
 from radistill.fields.neural import NeuralConfig, NeuralField, mlp
 from radistill.kernels import resolve_backend
 
 PRIMES = (1, 2654435761, 805459861)
+FUSED_FEATURES = (1, 2, 4, 8)
+"""Features per level the Triton kernel takes; ``auto`` uses the reference for other counts."""
 # the same primes as int32 (two's complement): their products agree with uint32 in the low bits
 PRIME_Y = PRIMES[1] - (1 << 32)
 PRIME_Z = PRIMES[2]
@@ -103,7 +106,7 @@ def hash_encode(u: Tensor, table: Tensor, layout: dict[str, Tensor], backend: st
         features, level-major per point.  # [N, L * F]
     """
     with torch.profiler.record_function("radistill.hash_encode"):
-        if resolve_backend(backend, u.device) == "triton":
+        if resolve_backend(backend, u.device) == "triton" and (backend == "triton" or table.shape[1] in FUSED_FEATURES):
             from radistill.kernels.hash_encoding import hash_encode as fused
 
             return fused(u, table, layout)
@@ -161,6 +164,13 @@ class HashGridConfig(NeuralConfig):
     lr: float = 1e-2
     """Learning rate of the table and its MLP."""
     lr_decoder: float = 1e-2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.levels < 1 or self.features < 1 or self.base_resolution < 2 or self.max_resolution < self.base_resolution:
+            raise ConfigError(f"hashgrid: needs levels >= 1, features >= 1 and 2 <= base_resolution <= max_resolution, "
+                              f"got levels={self.levels}, features={self.features}, base_resolution="
+                              f"{self.base_resolution}, max_resolution={self.max_resolution}")
 
 
 class HashGridEncoder(nn.Module):

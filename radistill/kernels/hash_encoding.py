@@ -42,6 +42,7 @@ def _corner(gx, gy, gz, fx, fy, fz, corner: tl.constexpr, resolution, size, offs
     cz = gz + dz
     # dense levels: i + j r + k r^2, wrapped modulo the level size (a corner can sit one past the grid)
     dense_index = (cx + cy * resolution + cz * resolution * resolution) % size
+    dense_index = tl.where(dense_index < 0, dense_index + size, dense_index)  # Python's modulo, as the reference's
     # hashed levels: tiny-cuda-nn's xor of prime products in uint32; the size is a power of two
     hashed = cx.to(tl.uint32) ^ (cy.to(tl.uint32) * 2654435761) ^ (cz.to(tl.uint32) * 805459861)
     hashed_index = (hashed & (size - 1).to(tl.uint32)).to(tl.int32)

@@ -72,3 +72,26 @@ def test_unsupported_feature_count_is_refused(device):
     enc = HashEncoding(levels=2, features=3, log2_table=8, base_resolution=4, max_resolution=8).to(device)
     with pytest.raises(ValueError, match="1, 2, 4 or 8 features"):
         hash_encode(torch.rand(4, 3, device=device), enc.table, enc.layout_tensors(), backend="triton")
+
+
+def test_points_outside_the_unit_cube_wrap_like_the_reference(device):
+    # dense levels take Python's modulo of a negative index, not C's (which would read before the table)
+    enc = HashEncoding(levels=6, features=2, log2_table=10, base_resolution=4, max_resolution=64).to(device)
+    table = torch.randn(enc.table.shape, device=device, requires_grad=True)
+    u = torch.rand(400, 3, device=device) * 2.0 - 0.5  # [-0.5, 1.5)
+    expected = hash_encode(u, table, enc.layout_tensors(), backend="torch")
+    got = hash_encode(u, table, enc.layout_tensors(), backend="triton")
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(got, table, upstream)[0],
+                               torch.autograd.grad(expected, table, upstream)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_auto_uses_the_reference_for_feature_counts_the_kernel_lacks(device, monkeypatch):
+    import radistill.fields.hashgrid as hashgrid
+
+    monkeypatch.setattr(hashgrid, "resolve_backend", lambda backend, dev: "triton")  # as on a GPU with Triton
+    enc = HashEncoding(levels=2, features=3, log2_table=8, base_resolution=4, max_resolution=8).to(device)
+    u = torch.rand(10, 3, device=device)
+    torch.testing.assert_close(hash_encode(u, enc.table, enc.layout_tensors(), backend="auto"),
+                               hash_encode(u, enc.table, enc.layout_tensors(), backend="torch"))
