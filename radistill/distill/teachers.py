@@ -89,6 +89,10 @@ class FieldTeacher:
         from radistill.io.tensorf import TENSORF_SUFFIXES
 
         suffix = Path(path).suffix.lower()
+        if Path(path).is_dir():  # a nerfstudio run folder
+            from radistill.io.nerfstudio import load_nerfstudio_run
+
+            return cls(load_nerfstudio_run(path).to(device))
         if suffix in TENSORF_SUFFIXES:  # other programs' checkpoints: no cameras saved
             from radistill.io.tensorf import load_tensorf
 

@@ -30,22 +30,9 @@ from torch import Tensor, nn
 
 from radistill.fields.base import FieldOutputs, RenderOutputs, Representation, render_volumetric
 from radistill.fields.hashgrid import hash_encode, level_layout
+from radistill.fields.sh import sh_basis
 
 CYCLE = (1, 2, 0)  # ngp axis i is world axis CYCLE[i]
-
-
-def sh_degree4(d: Tensor) -> Tensor:
-    """tiny-cuda-nn's 16 real SH basis values of unit directions.  # [N, 16]"""
-    x, y, z = d.unbind(-1)
-    xx, yy, zz = x * x, y * y, z * z
-    return torch.stack([
-        torch.full_like(x, 0.28209479177387814), -0.48860251190291987 * y, 0.48860251190291987 * z,
-        -0.48860251190291987 * x, 1.0925484305920792 * x * y, -1.0925484305920792 * y * z,
-        0.94617469575755997 * zz - 0.31539156525251999, -1.0925484305920792 * x * z,
-        0.54627421529603959 * (xx - yy), 0.59004358992664352 * y * (-3.0 * xx + yy),
-        2.8906114426405538 * x * y * z, 0.45704579946446572 * y * (1.0 - 5.0 * zz),
-        0.3731763325901154 * z * (5.0 * zz - 3.0), 0.45704579946446572 * x * (1.0 - 5.0 * zz),
-        1.4453057213202769 * z * (xx - yy), 0.59004358992664352 * x * (-xx + 3.0 * yy)], -1)
 
 
 def morton3(i: Tensor, j: Tensor, k: Tensor) -> Tensor:
@@ -133,7 +120,7 @@ class InstantNGPField(Representation):
     @torch.no_grad()
     def query(self, x: Tensor, d: Tensor) -> FieldOutputs:
         h = self._raw(x)
-        sh = sh_degree4(d[:, list(CYCLE)])
+        sh = sh_basis(d[:, list(CYCLE)], 3)  # tiny-cuda-nn's degree-4 encoding is the same 16 functions
         rgb_in = torch.cat([h, sh], -1)
         pad = self.rgb_net[0].shape[1] - rgb_in.shape[1]
         if pad:

@@ -34,3 +34,39 @@ def sh_basis(d: Tensor, degree: int) -> Tensor:
             C3[5] * z * (xx - yy), C3[6] * x * (xx - 3 * yy),
         ]
     return torch.stack(out, -1)
+
+
+def _sphere_directions(n: int = 64) -> Tensor:
+    """``n`` well-spread unit directions (a Fibonacci sphere), in float64.  # [n, 3]"""
+    i = torch.arange(n, dtype=torch.float64) + 0.5
+    z = 1.0 - 2.0 * i / n
+    r = torch.sqrt(1.0 - z * z)
+    phi = i * torch.pi * (3.0 - 5.0**0.5)
+    return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1)
+
+
+def rotate_sh(coefficients: Tensor, rotation: Tensor) -> Tensor:
+    """SH coefficients of a colour seen through a rotation: the result at direction ``d`` is
+    the input at ``rotation @ d``.
+
+    Each band mixes only within itself; its mixing matrix is solved by least squares from the
+    basis at well-spread directions and at their rotations (exact for a rotation: the band's
+    functions span a rotation-invariant space).
+
+    Args:
+        coefficients: per band, degree 0 first (3DGS order).  # [N, K, C]
+        rotation: a 3x3 rotation matrix.
+    Returns:
+        the rotated coefficients.  # [N, K, C]
+    """
+    k = coefficients.shape[1]
+    degree = round(k**0.5) - 1
+    d = _sphere_directions()
+    rot = rotation.to(torch.float64)
+    before, after = sh_basis(d, degree), sh_basis(d @ rot.T, degree)  # [n, K]
+    out = coefficients.clone()
+    for band in range(1, degree + 1):
+        cols = slice(band * band, (band + 1) * (band + 1))
+        mix = torch.linalg.lstsq(before[:, cols], after[:, cols]).solution  # new_j = sum_k mix[j, k] old_k
+        out[:, cols] = torch.einsum("jk,nkc->njc", mix.to(coefficients.dtype), coefficients[:, cols])
+    return out

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from radistill.fields.base import FieldOutputs, RenderOutputs, Representation, render_volumetric
+from radistill.fields.sh import sh_basis
 
 MAT_MODE = ((0, 1), (0, 2), (1, 2))
 VEC_MODE = (2, 1, 0)
@@ -60,16 +61,6 @@ def positional_encoding(p: Tensor, freqs: int) -> Tensor:
     bands = 2.0 ** torch.arange(freqs, device=p.device, dtype=p.dtype)
     z = (p[..., None] * bands).reshape(*p.shape[:-1], p.shape[-1] * freqs)
     return torch.cat([torch.sin(z), torch.cos(z)], -1)
-
-
-def sh_degree2(d: Tensor) -> Tensor:
-    """The 9 real SH basis values TensoRF's ``SH`` shading uses.  # [N, 9]"""
-    x, y, z = d.unbind(-1)
-    c1 = 0.4886025119029199
-    return torch.stack([torch.full_like(x, 0.28209479177387814), -c1 * y, c1 * z, -c1 * x,
-                        1.0925484305920792 * x * y, -1.0925484305920792 * y * z,
-                        0.31539156525252005 * (2 * z * z - x * x - y * y), -1.0925484305920792 * x * z,
-                        0.5462742152960396 * (x * x - y * y)], -1)
 
 
 class TensoRFCheckpointField(Representation):
@@ -138,7 +129,7 @@ class TensoRFCheckpointField(Representation):
             return features
         if cfg.shading == "SH":
             coefs = features.view(-1, 3, 9)
-            return torch.relu((coefs * sh_degree2(d)[:, None, :]).sum(-1) + 0.5)
+            return torch.relu((coefs * sh_basis(d, 2)[:, None, :]).sum(-1) + 0.5)  # TensoRF's 9 SH functions
         inputs = [features, d]
         if cfg.shading == "MLP_Fea" and cfg.fea_pe > 0:
             inputs.append(positional_encoding(features, cfg.fea_pe))

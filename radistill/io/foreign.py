@@ -2,8 +2,8 @@
 
 Foreign ``.th`` / ``.ckpt`` files are pickles. radistill never unpickles them freely:
 ``torch.load(weights_only=True)`` rebuilds only tensors, containers and numbers, plus an
-allow-list of numpy's array reconstruction (TensoRF stores its packed occupancy mask as a numpy
-array). Anything else (a pickled class, a function) is refused with a ``CheckpointError`` that
+allow-list of numpy's arrays and scalars (TensoRF stores its packed occupancy mask as a numpy
+array, nerfstudio's optimiser state holds numpy learning rates). Anything else (a pickled class, a function) is refused with a ``CheckpointError`` that
 says what was found.
 """
 
@@ -24,12 +24,14 @@ def _numpy_globals() -> list[Any]:
 
     core = getattr(np, "_core", None) or np.core  # numpy 2 moved numpy.core to numpy._core
     reconstruct = core.multiarray._reconstruct
-    allowed: list[Any] = [reconstruct, np.ndarray, np.dtype,
-                          # files written under numpy 1.x name the function numpy.core.multiarray._reconstruct
+    scalar = core.multiarray.scalar  # numpy scalars (nerfstudio's learning rates are np.float64)
+    allowed: list[Any] = [reconstruct, scalar, np.ndarray, np.dtype,
+                          # files written under numpy 1.x name these numpy.core.multiarray.*
                           (reconstruct, "numpy.core.multiarray._reconstruct"),
-                          (reconstruct, "numpy._core.multiarray._reconstruct")]
-    # the dtype classes (numpy.dtypes.UInt8DType, ...) that arrays are rebuilt with
-    allowed += [type(np.dtype(t)) for t in (np.uint8, np.float32, np.float16, np.int64, np.int32, np.bool_)]
+                          (reconstruct, "numpy._core.multiarray._reconstruct"),
+                          (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar")]
+    # the dtype classes (numpy.dtypes.UInt8DType, ...) that arrays and scalars are rebuilt with
+    allowed += [type(np.dtype(t)) for t in (np.uint8, np.float32, np.float16, np.float64, np.int64, np.int32, np.bool_)]
     return allowed
 
 

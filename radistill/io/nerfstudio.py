@@ -1,0 +1,177 @@
+"""nerfstudio runs (``outputs/<experiment>/<method>/<timestamp>/``) as teachers.
+
+What such a folder holds (nerfstudio 1.1): ``config.yml`` (``yaml.dump`` of the trainer's
+dataclasses, with ``!!python/object`` tags; read here into plain dicts, never by importing the
+tagged classes), ``dataparser_transforms.json`` (``transform`` 3x4 and ``scale``: a world point
+``p`` of the data set sits at ``scale * (T @ [p; 1])`` in nerfstudio's frame) and
+``nerfstudio_models/step-*.ckpt`` (``torch.save`` of ``step``, ``pipeline`` (the model's
+state dict under ``_model.``), ``optimizers``, ``schedulers``, ``scalers``; the optimiser
+state holds numpy scalars, which the safe loader allows).
+
+Supported: ``splatfacto`` (and its variants), whose ``_model.gauss_params`` (means, log
+scales, wxyz quaternions, SH DC and rest, logit opacities) become a ``gaussians`` field,
+moved from nerfstudio's frame back to the data set's world frame (SH coefficients rotated
+with it). nerfacto is not read yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from radistill.errors import CheckpointError
+from radistill.fields.sh import rotate_sh
+from radistill.io.foreign import load_pickled_weights
+
+SUPPORTED = ("splatfacto",)
+SH_C0 = 0.28209479177387814
+
+
+def is_nerfstudio_run(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "config.yml").is_file()
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """``config.yml`` as plain data: tagged objects become dicts (with ``__class__``), paths
+    strings, names their dotted name; nothing is imported or constructed."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def python_object(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            return {"__class__": suffix, **loader.construct_mapping(node, deep=True)}
+        if isinstance(node, yaml.SequenceNode):
+            args = loader.construct_sequence(node, deep=True)
+            return "/".join(map(str, args)) if suffix.startswith("pathlib.") else (args[0] if len(args) == 1 else args)
+        return loader.construct_scalar(node) or suffix
+
+    for prefix in ("python/object:", "python/object/apply:", "python/object/new:", "python/name:", "python/module:"):
+        Loader.add_multi_constructor(f"tag:yaml.org,2002:{prefix}", python_object)
+    Loader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+    try:
+        data = yaml.load(Path(path).read_text(), Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{path}: not a readable nerfstudio config.yml ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or "method_name" not in data:
+        raise CheckpointError(f"{path}: a nerfstudio config.yml names its method_name; this one does not")
+    return data
+
+
+def latest_checkpoint(run: Path) -> Path:
+    folder = run / "nerfstudio_models"
+    found = sorted(folder.glob("step-*.ckpt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    if not found:
+        raise CheckpointError(f"{run}: no nerfstudio_models/step-*.ckpt in this nerfstudio run")
+    return found[-1]
+
+
+def dataparser_transform(run: Path) -> tuple[Tensor, Tensor, float]:
+    """``(R [3, 3], t [3], scale)``: nerfstudio's frame is ``scale * (R p + t)``."""
+    path = run / "dataparser_transforms.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run}: dataparser_transforms.json is missing (needed to put the scene back in its "
+                              "world frame)")
+    try:
+        data = json.loads(path.read_text())
+        transform = torch.tensor(data["transform"], dtype=torch.float64).reshape(3, 4)
+        scale = float(data["scale"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: expected {{'transform': 3x4, 'scale': number}} ({exc})") from None
+    rotation = transform[:, :3]
+    if not torch.allclose(rotation @ rotation.T, torch.eye(3, dtype=torch.float64), atol=1e-4) or scale <= 0:
+        raise CheckpointError(f"{path}: the transform's 3x3 part is not a rotation, or the scale is not positive")
+    return rotation, transform[:, 3], scale
+
+
+def _quat_from_matrix(m: Tensor) -> Tensor:
+    """wxyz quaternion of a rotation matrix (Shepperd's method).  # [4]"""
+    trace = float(m[0, 0] + m[1, 1] + m[2, 2])
+    if trace > 0:
+        s = 2.0 * math.sqrt(trace + 1.0)
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    else:
+        i = int(torch.argmax(torch.diagonal(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * math.sqrt(float(1.0 + m[i, i] - m[j, j] - m[k, k]))
+        q = [0.0] * 4
+        q[0] = (m[k, j] - m[j, k]) / s
+        q[1 + i] = 0.25 * s
+        q[1 + j] = (m[j, i] + m[i, j]) / s
+        q[1 + k] = (m[k, i] + m[i, k]) / s
+    return torch.tensor([float(v) for v in q], dtype=torch.float64)
+
+
+def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton products ``a * b`` of wxyz quaternions.  # [..., 4]"""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def gaussians_to_world(params: dict[str, Tensor], rotation: Tensor, translation: Tensor, scale: float) -> dict[str, Tensor]:
+    """Gaussians of nerfstudio's frame ``scale * (R p + t)`` moved to the world frame: centres,
+    sizes, orientations, and the SH colour (a world direction ``d`` is ``R d`` in nerfstudio)."""
+    r = rotation.to(torch.float64)
+    means = ((params["means"].double() / scale - translation) @ r).float()  # R^T (p / s - t)
+    quats = _quat_multiply(_quat_from_matrix(r.T).expand_as(params["quats"]), params["quats"].double()).float()
+    return {"means": means, "quats": quats, "log_scales": params["log_scales"] - math.log(scale),
+            "logit_opacities": params["logit_opacities"], "sh": rotate_sh(params["sh"], r.float())}
+
+
+def _splatfacto_params(state: dict[str, Any], config: dict[str, Any], ckpt: Path) -> dict[str, Tensor]:
+    prefix = "_model.gauss_params."
+    needed = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
+    missing = [k for k in needed if not isinstance(state.get(prefix + k), Tensor)]
+    if missing:
+        found = sorted(k for k in state if k.startswith("_model."))[:8]
+        raise CheckpointError(f"{ckpt}: a splatfacto checkpoint holds _model.gauss_params.{{{', '.join(needed)}}}; "
+                              f"missing {', '.join(missing)} (found {', '.join(found) or 'no _model. tensors'})")
+    g = {k: state[prefix + k].float() for k in needed}
+    n = g["means"].shape[0]
+    dc = g["features_dc"].reshape(n, 1, 3)
+    model = config.get("pipeline", {}).get("model", {}) if isinstance(config.get("pipeline"), dict) else {}
+    if int(model.get("sh_degree", 3)) == 0 and g["features_rest"].numel() == 0:
+        dc = (torch.sigmoid(dc) - 0.5) / SH_C0  # with no SH, splatfacto keeps the logit of the colour
+    sh = torch.cat([dc, g["features_rest"].reshape(n, -1, 3)], 1)
+    if round(math.sqrt(sh.shape[1])) ** 2 != sh.shape[1]:
+        raise CheckpointError(f"{ckpt}: {sh.shape[1]} SH coefficients per Gaussian is not a whole degree")
+    return {"means": g["means"], "quats": torch.nn.functional.normalize(g["quats"], dim=-1),
+            "log_scales": g["scales"], "logit_opacities": g["opacities"].reshape(n), "sh": sh}
+
+
+def load_nerfstudio_run(path: str | Path):
+    """A nerfstudio run folder as a radistill field (splatfacto runs become ``gaussians``).
+
+    Raises:
+        CheckpointError: not a nerfstudio run, a method not supported yet, or files that do
+            not match nerfstudio's layout (the message names what was found).
+    """
+    from radistill.fields.gaussians import GaussiansField
+
+    run = Path(path)
+    if not is_nerfstudio_run(run):
+        raise CheckpointError(f"{run}: not a nerfstudio run (a folder with config.yml and nerfstudio_models/)")
+    config = read_config(run / "config.yml")
+    method = str(config["method_name"])
+    if not any(method == m or method.startswith(m + "-") for m in SUPPORTED):
+        raise CheckpointError(f"{run}: a nerfstudio {method!r} run; supported methods: {', '.join(SUPPORTED)} "
+                              "(and their variants such as splatfacto-big)")
+    ckpt = latest_checkpoint(run)
+    data = load_pickled_weights(ckpt, "a nerfstudio checkpoint")
+    if not isinstance(data, dict) or not isinstance(data.get("pipeline"), dict):
+        found = ", ".join(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{ckpt}: a nerfstudio checkpoint is a dict with 'pipeline'; found {found}")
+    rotation, translation, scale = dataparser_transform(run)
+    params = gaussians_to_world(_splatfacto_params(data["pipeline"], config, ckpt), rotation, translation, scale)
+    return GaussiansField.from_params(params["means"], params["quats"], params["log_scales"],
+                                      params["logit_opacities"], params["sh"])
