@@ -123,8 +123,8 @@ class Convert:
 
     teacher: Annotated[Path, tyro.conf.Positional]
     """A radistill .safetensors field (the output of train or convert), a 3DGS .ply / .splat scene, a
-    mesh (.glb, .gltf, .obj, or .ply with faces), a TensoRF checkpoint (.th) or an Instant-NGP snapshot
-    (.msgpack, .ingp)."""
+    mesh (.glb, .gltf, .obj, or .ply with faces), a TensoRF checkpoint (.th), an Instant-NGP snapshot
+    (.msgpack, .ingp), or a nerfstudio run folder (splatfacto, nerfacto)."""
     to: str
     """Kind to convert to: mlp, hashgrid, tensorf-vm, tensorf-cp, gaussians or mesh."""
     output: Path = Path("outputs/convert")

@@ -127,17 +127,21 @@ def test_splatfacto_gaussians_render_the_same_in_the_world_frame(tmp_path):
         torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-3)
 
 
-def test_a_splatfacto_run_converts_to_a_hashgrid(tmp_path):
-    write_run(tmp_path / "run")
+@pytest.mark.parametrize("method", ["splatfacto", "nerfacto"])
+def test_a_nerfstudio_run_converts_to_a_hashgrid(tmp_path, method):
+    if method == "splatfacto":
+        write_run(tmp_path / "run")
+    else:
+        write_nerfacto_run(tmp_path / "run", nerfacto_state(), density=1000.0)  # opaque: rays stop early
     r = run_cli("convert", tmp_path / "run", "--to", "hashgrid", "--stage-steps", "2", "2", "2",
-                "--output", tmp_path / "out", "--set", "log2_table=12", "max_resolution=64")
+                "--output", tmp_path / "out", "--set", "log2_table=12", "max_resolution=64", "samples_per_ray=64")
     assert r.returncode == 0, r.stderr
-    assert "converted gaussians -> hashgrid" in r.stdout
+    assert f"converted {'gaussians' if method == 'splatfacto' else 'nerfacto'} -> hashgrid" in r.stdout
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.mkdir(), "not a nerfstudio run"),
-    (lambda p: write_run(p, method="nerfacto"), "a nerfstudio 'nerfacto' run; supported methods: splatfacto"),
+    (lambda p: write_run(p, method="instant-ngp"), "a nerfstudio 'instant-ngp' run; supported methods: splatfacto, nerfacto"),
     (lambda p: write_run(p, transforms=False), "dataparser_transforms.json is missing"),
     (lambda p: write_run(p, params={k: v for k, v in splats_in_nerfstudio_frame().items() if k != "quats"}),
      "missing quats"),
@@ -149,6 +153,93 @@ def test_runs_that_cannot_be_read_are_clear_errors(tmp_path, make, message):
 
 
 def test_cli_names_an_unsupported_method(tmp_path):
-    write_run(tmp_path / "run", method="nerfacto")
+    write_run(tmp_path / "run", method="tensorf")
     r = run_cli("convert", tmp_path / "run", "--to", "hashgrid")
-    assert r.returncode == 2 and "supported methods: splatfacto" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "supported methods: splatfacto, nerfacto" in r.stderr and "Traceback" not in r.stderr
+
+
+NERFACTO_MODEL = """  model: !!python/object:nerfstudio.models.nerfacto.NerfactoModelConfig
+    _target: !!python/name:nerfstudio.models.nerfacto.NerfactoModel ''
+    num_levels: 1
+    base_res: 4
+    max_res: 4
+    log2_hashmap_size: 12
+    features_per_level: 2
+    average_init_density: {density}
+    use_average_appearance_embedding: true
+    implementation: torch
+"""
+
+
+def nerfstudio_hash(corner: tuple[int, int, int], size: int) -> int:
+    """field_components/encodings.py hash_fn: 64-bit products, xor, modulo the table size."""
+    x, y, z = corner[0] * 1, corner[1] * 2654435761, corner[2] * 805459861
+    return (x ^ y ^ z) % size
+
+
+def nerfacto_state() -> dict[str, torch.Tensor]:
+    """One level at scale 4: the features of every cell corner are (i, j + k / 2) of its indices
+    (ramps that interpolation reproduces, so a wrong corner shows), and MLPs that expose them:
+    density 0.01 exp(q_x) in nerfstudio's units, colour
+    sigmoid([SH_1, 4 q_x, 4 q_y + 2 q_z + mean appearance 0.3])."""
+    size = 1 << 12
+    table = torch.zeros(size, 2)
+    rows = {}
+    for i in range(5):
+        for j in range(5):
+            for k in range(5):
+                rows[(i, j, k)] = nerfstudio_hash((i, j, k), size)
+                table[rows[(i, j, k)]] = torch.tensor([float(i), j + 0.5 * k])
+    assert len(set(rows.values())) == 125  # no collisions among the corners used
+    b0, b1 = torch.zeros(8, 2), torch.zeros(16, 8)
+    b0[0, 0], b0[1, 1] = 1.0, 1.0
+    b1[0, 0], b1[1, 0], b1[2, 1] = 0.25, 1.0, 1.0
+    h0, h1, h2 = torch.zeros(8, 63), torch.eye(8), torch.eye(8)[:3]
+    h0[0, 1], h0[1, 16], h0[2, 17], h0[2, 31] = 1.0, 1.0, 1.0, 1.0  # SH 1; geometry 0; geometry 1 + appearance 0
+    appearance = torch.zeros(5, 32)
+    appearance[:, 0] = torch.tensor([0.1, 0.5, 0.3, 0.2, 0.4])
+    state = {"_model.field.mlp_base.model.0.hash_table": table,
+             "_model.field.embedding_appearance.embedding.weight": appearance,
+             "_model.proposal_networks.0.encoding.hash_table": torch.zeros(8, 2)}
+    for name, layers in (("mlp_base.model.1", (b0, b1)), ("mlp_head", (h0, h1, h2))):
+        for i, w in enumerate(layers):
+            state[f"_model.field.{name}.layers.{i}.weight"] = w
+            state[f"_model.field.{name}.layers.{i}.bias"] = torch.zeros(w.shape[0])
+    return state
+
+
+def write_nerfacto_run(folder, state, density: float = 0.01) -> None:
+    (folder / "nerfstudio_models").mkdir(parents=True)
+    config = CONFIG.format(method="nerfacto")
+    start = config.index("  model:")
+    end = config.index("vis: viewer")
+    (folder / "config.yml").write_text(config[:start] + NERFACTO_MODEL.format(density=density) + config[end:])
+    transform = torch.cat([ROTATION, TRANSLATION[:, None]], 1)
+    (folder / "dataparser_transforms.json").write_text(json.dumps({"transform": transform.tolist(), "scale": SCALE}))
+    torch.save({"step": 100, "pipeline": state, "optimizers": {}, "schedulers": {}, "scalers": {}},
+               folder / "nerfstudio_models" / "step-000000100.ckpt")
+
+
+def test_nerfacto_density_and_colour_have_the_closed_form_values(tmp_path):
+    write_nerfacto_run(tmp_path / "run", nerfacto_state())
+    field = load_nerfstudio_run(tmp_path / "run")
+    assert field.kind == "nerfacto"
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(300, 3, generator=g) * 2.0  # inside nerfstudio's unit box and far outside it
+    d = torch.nn.functional.normalize(torch.randn(300, 3, generator=g), dim=-1)
+    p = SCALE * (x @ ROTATION.T + TRANSLATION)
+    m = p.abs().amax(-1, keepdim=True)
+    q = (torch.where(m < 1, p, (2 - 1 / m) * p / m) + 2) / 4  # the L-infinity contraction, then to [0, 1]
+    assert (m < 1).any() and (m > 1.5).any()
+    out = field.query(x, d)
+    torch.testing.assert_close(out.sigma, 0.01 * torch.exp(q[:, 0]) * SCALE, atol=1e-6, rtol=1e-5)
+    sh1 = 0.4886025119029199 * ((d @ ROTATION.T)[:, 1] + 1) / 2  # nerfstudio's SH of (d + 1) / 2, no sign
+    expected = torch.sigmoid(torch.stack([sh1, 4 * q[:, 0], 4 * q[:, 1] + 2 * q[:, 2] + 0.3], -1))
+    torch.testing.assert_close(out.rgb, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_nerfacto_of_the_tiny_cuda_nn_build_is_named(tmp_path):
+    state = {"_model.field.mlp_base.model.params": torch.zeros(100)}
+    write_nerfacto_run(tmp_path / "run", state)
+    with pytest.raises(CheckpointError, match="tiny-cuda-nn build"):
+        load_nerfstudio_run(tmp_path / "run")

@@ -198,7 +198,7 @@ def test_the_alpha_mask_empties_space(tmp_path):
 def test_a_tensorf_checkpoint_converts_to_a_hashgrid(tmp_path):
     write_checkpoint(tmp_path / "vm.th", vm_state("RGB"))
     r = run_cli("convert", tmp_path / "vm.th", "--to", "hashgrid", "--stage-steps", "2", "2", "2",
-                "--output", tmp_path / "out", "--set", "log2_table=12", "max_resolution=64")
+                "--output", tmp_path / "out", "--set", "log2_table=12", "max_resolution=64", "samples_per_ray=64")
     assert r.returncode == 0, r.stderr
     assert "converted tensorf-th -> hashgrid" in r.stdout
     assert (tmp_path / "out" / "hashgrid.safetensors").exists()

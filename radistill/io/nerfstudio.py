@@ -11,7 +11,9 @@ state holds numpy scalars, which the safe loader allows).
 Supported: ``splatfacto`` (and its variants), whose ``_model.gauss_params`` (means, log
 scales, wxyz quaternions, SH DC and rest, logit opacities) become a ``gaussians`` field,
 moved from nerfstudio's frame back to the data set's world frame (SH coefficients rotated
-with it). nerfacto is not read yet.
+with it); and ``nerfacto`` of the PyTorch hash-grid build, which becomes a teacher evaluated
+with nerfacto's own arithmetic (``radistill.fields.nerfacto``) in the world frame. The
+tiny-cuda-nn build of nerfacto (one flat parameter vector) is not read yet.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from radistill.errors import CheckpointError
 from radistill.fields.sh import rotate_sh
 from radistill.io.foreign import load_pickled_weights
 
-SUPPORTED = ("splatfacto",)
+SUPPORTED = ("splatfacto", "nerfacto")
 SH_C0 = 0.28209479177387814
 
 
@@ -172,6 +174,48 @@ def load_nerfstudio_run(path: str | Path):
         found = ", ".join(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{ckpt}: a nerfstudio checkpoint is a dict with 'pipeline'; found {found}")
     rotation, translation, scale = dataparser_transform(run)
+    if method == "nerfacto" or method.startswith("nerfacto-"):
+        return _nerfacto_field(data["pipeline"], config, ckpt, rotation, translation, scale)
     params = gaussians_to_world(_splatfacto_params(data["pipeline"], config, ckpt), rotation, translation, scale)
     return GaussiansField.from_params(params["means"], params["quats"], params["log_scales"],
                                       params["logit_opacities"], params["sh"])
+
+
+def _layers(state: dict[str, Any], prefix: str, ckpt: Path) -> list[tuple[Tensor, Tensor]]:
+    """``prefix{i}.weight`` / ``.bias`` for i = 0, 1, ... (nerfstudio's MLP.layers)."""
+    out = []
+    while isinstance(state.get(f"{prefix}{len(out)}.weight"), Tensor):
+        i = len(out)
+        out.append((state[f"{prefix}{i}.weight"].float(), state[f"{prefix}{i}.bias"].float()))
+    if not out:
+        raise CheckpointError(f"{ckpt}: no {prefix}0.weight in this nerfacto checkpoint")
+    return out
+
+
+def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, rotation: Tensor, translation: Tensor,
+                    scale: float):
+    from radistill.fields.nerfacto import NerfactoConfig, NerfactoField
+
+    if isinstance(state.get("_model.field.mlp_base.model.params"), Tensor):
+        raise CheckpointError(f"{ckpt}: a nerfacto run of the tiny-cuda-nn build (one flat parameter vector); "
+                              "supported so far: the PyTorch build (ns-train nerfacto --pipeline.model.implementation torch)")
+    table = state.get("_model.field.mlp_base.model.0.hash_table")
+    if not isinstance(table, Tensor):
+        found = sorted(k for k in state if k.startswith("_model.field."))[:8]
+        raise CheckpointError(f"{ckpt}: no _model.field.mlp_base.model.0.hash_table (found {', '.join(found) or 'none'})")
+    model = config.get("pipeline", {}).get("model", {}) if isinstance(config.get("pipeline"), dict) else {}
+    levels, log2 = int(model.get("num_levels", 16)), int(model.get("log2_hashmap_size", 19))
+    if table.shape[0] != levels << log2:
+        raise CheckpointError(f"{ckpt}: the hash table has {table.shape[0]} rows, but {levels} levels of 2^{log2} "
+                              f"need {levels << log2}")
+    appearance = state.get("_model.field.embedding_appearance.embedding.weight")
+    if isinstance(appearance, Tensor):
+        appearance = appearance.float().mean(0) if model.get("use_average_appearance_embedding", True) \
+            else torch.zeros(appearance.shape[1])
+    cfg = NerfactoConfig(levels=levels, features=int(table.shape[1]), log2_table=log2,
+                         min_res=int(model.get("base_res", 16)), max_res=int(model.get("max_res", 2048)),
+                         average_init_density=float(model.get("average_init_density", 1.0)), scale=scale,
+                         rotation=rotation.tolist(), translation=translation.tolist(), source=str(ckpt))
+    return NerfactoField(cfg, table, _layers(state, "_model.field.mlp_base.model.1.layers.", ckpt),
+                         _layers(state, "_model.field.mlp_head.layers.", ckpt),
+                         appearance if isinstance(appearance, Tensor) else None)

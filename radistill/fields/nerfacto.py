@@ -1,0 +1,156 @@
+"""nerfstudio's ``nerfacto`` field (its PyTorch hash-grid build), as a teacher.
+
+The arithmetic of nerfstudio 1.1 (fields/nerfacto_field.py, field_components/encodings.py,
+field_components/spatial_distortions.py, field_components/mlp.py, utils/math.py):
+
+* a world point ``p`` is ``scale * (R p + t)`` in nerfstudio's frame (dataparser_transforms.json);
+  there the L-infinity scene contraction maps it into [-2, 2]^3 (``(2 - 1/m) x/m`` where
+  ``m = max|x| >= 1``), and ``(x + 2) / 4`` into [0, 1]^3; points not strictly inside are zeroed;
+* the hash grid differs from tiny-cuda-nn's: level ``l`` scales by ``floor(min_res * g^l)``
+  with no half-cell offset, every level is hashed (``x * 1 ^ y * 2654435761 ^ z * 805459861`` in
+  64-bit integers, modulo the table size, plus ``l`` table sizes), and corners are the floor
+  and ceiling of the scaled point;
+* density ``average_init_density * exp(h[0])`` from the base MLP's 16 outputs (ReLU hidden
+  layers, no output activation); nerfstudio integrates it over its own lengths, so the world
+  density is ``scale`` times it;
+* colour ``sigmoid(head([SH((d + 1) / 2), h[1:], appearance]))``: nerfstudio's SH polynomial
+  (without tiny-cuda-nn's signs) of the direction mapped to [0, 1]^3, and the mean appearance
+  embedding, as nerfacto renders when no training image is named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from radistill.fields.base import FieldOutputs, RenderOutputs, Representation, render_volumetric
+
+PRIMES = (1, 2654435761, 805459861)
+# nerfstudio's corner order (pytorch_fwd): (x, y, z) each from the ceiling (1) or floor (0)
+CORNERS = ((1, 1, 1), (1, 0, 1), (0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0), (0, 0, 0), (0, 1, 0))
+
+
+def nerfstudio_sh(v: Tensor) -> Tensor:
+    """nerfstudio's 16 SH components (``components_from_spherical_harmonics``, 4 levels) of ``v``.  # [N, 16]"""
+    x, y, z = v.unbind(-1)
+    xx, yy, zz = x * x, y * y, z * z
+    return torch.stack([
+        torch.full_like(x, 0.28209479177387814), 0.4886025119029199 * y, 0.4886025119029199 * z,
+        0.4886025119029199 * x, 1.0925484305920792 * x * y, 1.0925484305920792 * y * z,
+        0.9461746957575601 * zz - 0.31539156525251999, 1.0925484305920792 * x * z, 0.5462742152960396 * (xx - yy),
+        0.5900435899266435 * y * (3 * xx - yy), 2.890611442640554 * x * y * z, 0.4570457994644658 * y * (5 * zz - 1),
+        0.3731763325901154 * z * (5 * zz - 3), 0.4570457994644658 * x * (5 * zz - 1),
+        1.445305721320277 * z * (xx - yy), 0.5900435899266435 * x * (xx - 3 * yy)], -1)
+
+
+def contract(x: Tensor) -> Tensor:
+    """nerfstudio's L-infinity scene contraction, then ``(x + 2) / 4``.  # [N, 3]"""
+    mag = x.abs().amax(-1, keepdim=True)
+    return (torch.where(mag < 1, x, (2 - 1 / mag) * (x / mag)) + 2.0) / 4.0
+
+
+@dataclass
+class NerfactoConfig:
+    """What a nerfacto run says about its field (read, not chosen)."""
+
+    levels: int = 16
+    features: int = 2
+    log2_table: int = 19
+    min_res: int = 16
+    max_res: int = 2048
+    average_init_density: float = 1.0
+    scale: float = 1.0
+    rotation: list[list[float]] = field(default_factory=lambda: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    translation: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    volume_step: int = 512
+    source: str = ""
+
+
+class NerfactoField(Representation):
+    """A nerfacto field read from a nerfstudio run by ``radistill.io.nerfstudio``."""
+
+    kind = "nerfacto"
+    Config = NerfactoConfig
+    config: NerfactoConfig
+
+    def __init__(self, config: NerfactoConfig, hash_table: Tensor, base: list[tuple[Tensor, Tensor]],
+                 head: list[tuple[Tensor, Tensor]], appearance: Tensor | None) -> None:
+        rotation = torch.tensor(config.rotation, dtype=torch.float32)
+        translation = torch.tensor(config.translation, dtype=torch.float32)
+        corners = torch.tensor([[a, b, c] for a in (-1.0, 1.0) for b in (-1.0, 1.0) for c in (-1.0, 1.0)])
+        world = (corners / config.scale - translation) @ rotation  # nerfstudio's [-1, 1]^3 in the world
+        super().__init__(config, torch.stack([world.amin(0), world.amax(0)]))
+        self.register_buffer("rotation", rotation)
+        self.register_buffer("translation", translation)
+        self.register_buffer("hash_table", hash_table.float())
+        # nerfstudio's own expression (a numpy float64 growth): at 16 levels from 16 to 2048 its last
+        # level scales by 2047, not 2048
+        growth = np.exp((np.log(config.max_res) - np.log(config.min_res)) / (config.levels - 1)) if config.levels > 1 else 1
+        self.register_buffer("scalings", torch.floor(config.min_res * growth ** torch.arange(config.levels)).float())
+        self.base = nn.ModuleList([self._linear(w, b) for w, b in base])
+        self.head = nn.ModuleList([self._linear(w, b) for w, b in head])
+        self.register_buffer("appearance", appearance)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    @staticmethod
+    def _linear(w: Tensor, b: Tensor) -> nn.Linear:
+        layer = nn.Linear(w.shape[1], w.shape[0])
+        layer.weight.data.copy_(w)
+        layer.bias.data.copy_(b)
+        return layer
+
+    @staticmethod
+    def _mlp(layers: Any, h: Tensor) -> Tensor:
+        for i, layer in enumerate(layers):
+            h = layer(h)
+            if i < len(layers) - 1:
+                h = torch.relu(h)
+        return h
+
+    def _hash(self, corner: Tensor) -> Tensor:  # [N, L, 3] int32 -> [N, L] rows
+        size = 1 << self.config.log2_table
+        v = corner * torch.tensor(PRIMES, device=corner.device)  # int64 products, as nerfstudio computes them
+        h = torch.bitwise_xor(torch.bitwise_xor(v[..., 0], v[..., 1]), v[..., 2]) % size
+        return h + torch.arange(self.config.levels, device=corner.device) * size
+
+    def encode(self, q: Tensor) -> Tensor:
+        """nerfstudio's PyTorch hash encoding of points in [0, 1]^3.  # [N, L * F]"""
+        scaled = q[:, None, :] * self.scalings[:, None]  # [N, L, 3]
+        ceil, floor = torch.ceil(scaled).to(torch.int32), torch.floor(scaled).to(torch.int32)
+        off = scaled - floor
+        f = [self.hash_table[self._hash(torch.where(torch.tensor(c, device=q.device, dtype=torch.bool), ceil, floor))]
+             for c in CORNERS]
+        ox, oy, oz = off[..., 0:1], off[..., 1:2], off[..., 2:3]
+        f03, f12 = f[0] * ox + f[3] * (1 - ox), f[1] * ox + f[2] * (1 - ox)
+        f56, f47 = f[5] * ox + f[6] * (1 - ox), f[4] * ox + f[7] * (1 - ox)
+        f0312, f4756 = f03 * oy + f12 * (1 - oy), f47 * oy + f56 * (1 - oy)
+        return (f0312 * oz + f4756 * (1 - oz)).flatten(1)
+
+    def _base(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The base MLP's outputs and the inside flag at world points.  # [N, 16], [N]"""
+        q = contract((x @ self.rotation.T + self.translation) * self.config.scale)
+        inside = ((q > 0.0) & (q < 1.0)).all(-1)
+        return self._mlp(self.base, self.encode(q * inside[:, None])), inside
+
+    @torch.no_grad()
+    def density(self, x: Tensor) -> Tensor:
+        h, inside = self._base(x)
+        return self.config.average_init_density * torch.exp(h[:, 0]) * inside * self.config.scale
+
+    @torch.no_grad()
+    def query(self, x: Tensor, d: Tensor) -> FieldOutputs:
+        h, inside = self._base(x)
+        sigma = self.config.average_init_density * torch.exp(h[:, 0]) * inside * self.config.scale
+        parts = [nerfstudio_sh((d @ self.rotation.T + 1.0) / 2.0), h[:, 1:]]
+        if self.appearance is not None:
+            parts.append(self.appearance.expand(x.shape[0], -1))
+        return FieldOutputs(sigma, torch.sigmoid(self._mlp(self.head, torch.cat(parts, -1))))
+
+    def render(self, rays: Any, background: Tensor | None = None, perturb: bool = False,
+               generator: torch.Generator | None = None, window: int | None = None) -> RenderOutputs:
+        return render_volumetric(self, rays, self.config.volume_step, background, perturb, generator, window)
