@@ -167,7 +167,9 @@ NERFACTO_MODEL = """  model: !!python/object:nerfstudio.models.nerfacto.Nerfacto
     features_per_level: 2
     average_init_density: {density}
     use_average_appearance_embedding: true
-    implementation: torch
+    implementation: {implementation}
+    hidden_dim: 16
+    hidden_dim_color: 16
 """
 
 
@@ -208,12 +210,12 @@ def nerfacto_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def write_nerfacto_run(folder, state, density: float = 0.01) -> None:
+def write_nerfacto_run(folder, state, density: float = 0.01, implementation: str = "torch") -> None:
     (folder / "nerfstudio_models").mkdir(parents=True)
     config = CONFIG.format(method="nerfacto")
     start = config.index("  model:")
     end = config.index("vis: viewer")
-    (folder / "config.yml").write_text(config[:start] + NERFACTO_MODEL.format(density=density) + config[end:])
+    (folder / "config.yml").write_text(config[:start] + NERFACTO_MODEL.format(density=density, implementation=implementation) + config[end:])
     transform = torch.cat([ROTATION, TRANSLATION[:, None]], 1)
     (folder / "dataparser_transforms.json").write_text(json.dumps({"transform": transform.tolist(), "scale": SCALE}))
     torch.save({"step": 100, "pipeline": state, "optimizers": {}, "schedulers": {}, "scalers": {}},
@@ -238,8 +240,49 @@ def test_nerfacto_density_and_colour_have_the_closed_form_values(tmp_path):
     torch.testing.assert_close(out.rgb, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_nerfacto_of_the_tiny_cuda_nn_build_is_named(tmp_path):
-    state = {"_model.field.mlp_base.model.params": torch.zeros(100)}
-    write_nerfacto_run(tmp_path / "run", state)
-    with pytest.raises(CheckpointError, match="tiny-cuda-nn build"):
+def tcnn_nerfacto_state() -> dict[str, torch.Tensor]:
+    """The tiny-cuda-nn build (tiny-cuda-nn's network_with_input_encoding.h and fully_fused_mlp.cu):
+    the base network's bias-free row-major matrices (inputs padded to 16) then the hash grid, in
+    one fp16 vector; the colour network's in another. One dense level of 4^3 corners at scale 3
+    holds (i, j + k / 2), so density 0.01 exp(pos_x / 4) and colour
+    sigmoid([2 SH_0 + SH_3, pos_x, pos_y + pos_z / 2 + 0.3]) with ``pos = 3 q + 0.5``."""
+    grid = torch.zeros(64, 2)
+    for i in range(4):
+        for j in range(4):
+            for k in range(4):
+                grid[i + 4 * j + 16 * k] = torch.tensor([float(i), j + 0.5 * k])
+    b0, b1 = torch.zeros(16, 16), torch.zeros(16, 16)
+    b0[0, 0], b0[1, 1] = 1.0, 1.0
+    b1[0, 0], b1[1, 0], b1[2, 1] = 0.25, 1.0, 1.0
+    h0, h1, h2 = torch.zeros(16, 64), torch.eye(16), torch.eye(16)
+    h0[0, 0], h0[0, 3], h0[1, 16], h0[2, 17], h0[2, 31] = 2.0, 1.0, 1.0, 1.0, 1.0
+    appearance = torch.zeros(5, 32)
+    appearance[:, 0] = torch.tensor([0.1, 0.5, 0.3, 0.2, 0.4])
+    flat = lambda *ms: torch.cat([m.reshape(-1) for m in ms]).half()  # noqa: E731
+    return {"_model.field.mlp_base.model.params": flat(b0, b1, grid),
+            "_model.field.mlp_head.tcnn_encoding.params": flat(h0, h1, h2),
+            "_model.field.embedding_appearance.embedding.weight": appearance}
+
+
+def test_nerfacto_of_the_tiny_cuda_nn_build_has_the_closed_form_values(tmp_path):
+    write_nerfacto_run(tmp_path / "run", tcnn_nerfacto_state(), implementation="tcnn")
+    field = load_nerfstudio_run(tmp_path / "run")
+    assert field.config.encoding == "tcnn"
+    g = torch.Generator().manual_seed(2)
+    p = (torch.rand(200, 3, generator=g) * 2 - 1) * 0.95  # inside nerfstudio's unit box (no contraction)
+    x = (p / SCALE - TRANSLATION) @ ROTATION  # the world points that land there
+    d = torch.nn.functional.normalize(torch.randn(200, 3, generator=g), dim=-1)
+    pos = 3 * (p + 2) / 4 + 0.5
+    out = field.query(x, d)
+    torch.testing.assert_close(out.sigma, 0.01 * torch.exp(pos[:, 0] / 4) * SCALE, atol=1e-6, rtol=1e-4)
+    sh3 = -0.4886025119029199 * (d @ ROTATION.T)[:, 0]  # tiny-cuda-nn's SH: signed, of the direction itself
+    expected = torch.sigmoid(torch.stack([2 * 0.28209479177387814 + sh3, pos[:, 0], pos[:, 1] + pos[:, 2] / 2 + 0.3], -1))
+    torch.testing.assert_close(out.rgb, expected, atol=2e-3, rtol=1e-3)
+
+
+def test_a_tiny_cuda_nn_vector_of_another_size_is_named(tmp_path):
+    state = tcnn_nerfacto_state()
+    state["_model.field.mlp_base.model.params"] = state["_model.field.mlp_base.model.params"][:-2]
+    write_nerfacto_run(tmp_path / "run", state, implementation="tcnn")
+    with pytest.raises(CheckpointError, match="a layout this reader does not know"):
         load_nerfstudio_run(tmp_path / "run")

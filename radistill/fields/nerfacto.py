@@ -1,4 +1,4 @@
-"""nerfstudio's ``nerfacto`` field (its PyTorch hash-grid build), as a teacher.
+"""nerfstudio's ``nerfacto`` field (its PyTorch and tiny-cuda-nn builds), as a teacher.
 
 The arithmetic of nerfstudio 1.1 (fields/nerfacto_field.py, field_components/encodings.py,
 field_components/spatial_distortions.py, field_components/mlp.py, utils/math.py):
@@ -6,7 +6,8 @@ field_components/spatial_distortions.py, field_components/mlp.py, utils/math.py)
 * a world point ``p`` is ``scale * (R p + t)`` in nerfstudio's frame (dataparser_transforms.json);
   there the L-infinity scene contraction maps it into [-2, 2]^3 (``(2 - 1/m) x/m`` where
   ``m = max|x| >= 1``), and ``(x + 2) / 4`` into [0, 1]^3; points not strictly inside are zeroed;
-* the hash grid differs from tiny-cuda-nn's: level ``l`` scales by ``floor(min_res * g^l)``
+* the PyTorch build's hash grid differs from tiny-cuda-nn's (which the tiny-cuda-nn build
+  uses, with ``per_level_scale = g``): level ``l`` scales by ``floor(min_res * g^l)``
   with no half-cell offset, every level is hashed (``x * 1 ^ y * 2654435761 ^ z * 805459861`` in
   64-bit integers, modulo the table size, plus ``l`` table sizes), and corners are the floor
   and ceiling of the scaled point;
@@ -28,6 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from radistill.fields.base import FieldOutputs, RenderOutputs, Representation, render_volumetric
+from radistill.fields.hashgrid import hash_encode, level_layout
+from radistill.fields.sh import sh_basis
 
 PRIMES = (1, 2654435761, 805459861)
 # nerfstudio's corner order (pytorch_fwd): (x, y, z) each from the ceiling (1) or floor (0)
@@ -66,6 +69,9 @@ class NerfactoConfig:
     scale: float = 1.0
     rotation: list[list[float]] = field(default_factory=lambda: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     translation: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    encoding: str = "nerfstudio"
+    """``nerfstudio`` (the PyTorch build's hash grid) or ``tcnn`` (tiny-cuda-nn's, as radistill's
+    ``hashgrid``; its MLPs then have no biases and padded widths, and its SH has tcnn's signs)."""
     volume_step: int = 512
     source: str = ""
 
@@ -77,8 +83,8 @@ class NerfactoField(Representation):
     Config = NerfactoConfig
     config: NerfactoConfig
 
-    def __init__(self, config: NerfactoConfig, hash_table: Tensor, base: list[tuple[Tensor, Tensor]],
-                 head: list[tuple[Tensor, Tensor]], appearance: Tensor | None) -> None:
+    def __init__(self, config: NerfactoConfig, hash_table: Tensor, base: list[tuple[Tensor, Tensor | None]],
+                 head: list[tuple[Tensor, Tensor | None]], appearance: Tensor | None) -> None:
         rotation = torch.tensor(config.rotation, dtype=torch.float32)
         translation = torch.tensor(config.translation, dtype=torch.float32)
         corners = torch.tensor([[a, b, c] for a in (-1.0, 1.0) for b in (-1.0, 1.0) for c in (-1.0, 1.0)])
@@ -91,6 +97,10 @@ class NerfactoField(Representation):
         # level scales by 2047, not 2048
         growth = np.exp((np.log(config.max_res) - np.log(config.min_res)) / (config.levels - 1)) if config.levels > 1 else 1
         self.register_buffer("scalings", torch.floor(config.min_res * growth ** torch.arange(config.levels)).float())
+        layout = level_layout(config.levels, config.log2_table, config.min_res, float(growth))  # the tcnn build's
+        for key, dtype in (("scale", torch.float32), ("resolution", torch.long), ("size", torch.long),
+                           ("offset", torch.long), ("dense", torch.bool)):
+            self.register_buffer(f"layout_{key}", torch.tensor([lv[key] for lv in layout], dtype=dtype), persistent=False)
         self.base = nn.ModuleList([self._linear(w, b) for w, b in base])
         self.head = nn.ModuleList([self._linear(w, b) for w, b in head])
         self.register_buffer("appearance", appearance)
@@ -98,14 +108,18 @@ class NerfactoField(Representation):
             p.requires_grad_(False)
 
     @staticmethod
-    def _linear(w: Tensor, b: Tensor) -> nn.Linear:
-        layer = nn.Linear(w.shape[1], w.shape[0])
+    def _linear(w: Tensor, b: Tensor | None) -> nn.Linear:
+        layer = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
         layer.weight.data.copy_(w)
-        layer.bias.data.copy_(b)
+        if b is not None:
+            layer.bias.data.copy_(b)
         return layer
 
     @staticmethod
     def _mlp(layers: Any, h: Tensor) -> Tensor:
+        """ReLU hidden layers, no output activation; inputs zero-padded to the first layer's width."""
+        if h.shape[1] < layers[0].in_features:
+            h = torch.nn.functional.pad(h, (0, layers[0].in_features - h.shape[1]))
         for i, layer in enumerate(layers):
             h = layer(h)
             if i < len(layers) - 1:
@@ -135,7 +149,13 @@ class NerfactoField(Representation):
         """The base MLP's outputs and the inside flag at world points.  # [N, 16], [N]"""
         q = contract((x @ self.rotation.T + self.translation) * self.config.scale)
         inside = ((q > 0.0) & (q < 1.0)).all(-1)
-        return self._mlp(self.base, self.encode(q * inside[:, None])), inside
+        q = q * inside[:, None]
+        if self.config.encoding == "tcnn":
+            layout = {k: getattr(self, f"layout_{k}") for k in ("scale", "resolution", "size", "offset", "dense")}
+            enc = hash_encode(q, self.hash_table, layout, "auto")
+        else:
+            enc = self.encode(q)
+        return self._mlp(self.base, enc)[:, :16], inside
 
     @torch.no_grad()
     def density(self, x: Tensor) -> Tensor:
@@ -146,10 +166,13 @@ class NerfactoField(Representation):
     def query(self, x: Tensor, d: Tensor) -> FieldOutputs:
         h, inside = self._base(x)
         sigma = self.config.average_init_density * torch.exp(h[:, 0]) * inside * self.config.scale
-        parts = [nerfstudio_sh((d @ self.rotation.T + 1.0) / 2.0), h[:, 1:]]
+        d_ns = d @ self.rotation.T
+        # both builds encode (d + 1) / 2; tiny-cuda-nn maps it back to d and uses its own signs
+        sh = sh_basis(d_ns, 3) if self.config.encoding == "tcnn" else nerfstudio_sh((d_ns + 1.0) / 2.0)
+        parts = [sh, h[:, 1:]]
         if self.appearance is not None:
             parts.append(self.appearance.expand(x.shape[0], -1))
-        return FieldOutputs(sigma, torch.sigmoid(self._mlp(self.head, torch.cat(parts, -1))))
+        return FieldOutputs(sigma, torch.sigmoid(self._mlp(self.head, torch.cat(parts, -1))[:, :3]))
 
     def render(self, rays: Any, background: Tensor | None = None, perturb: bool = False,
                generator: torch.Generator | None = None, window: int | None = None) -> RenderOutputs:

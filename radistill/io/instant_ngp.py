@@ -24,6 +24,7 @@ import torch
 from radistill.errors import CheckpointError
 from radistill.fields.hashgrid import level_layout
 from radistill.fields.instant_ngp import InstantNGPConfig, InstantNGPField, per_level_scale_from
+from radistill.io.tcnn import mlp_shapes, split_matrices
 
 INSTANT_NGP_SUFFIXES = (".msgpack", ".ingp")
 WHAT = "an Instant-NGP snapshot"
@@ -54,10 +55,6 @@ def read_snapshot(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _pad(n: int, multiple: int) -> int:
-    return (n + multiple - 1) // multiple * multiple
-
-
 def _mlp_shapes(config: dict[str, Any], n_in: int, n_out: int, path: Path, name: str) -> tuple[list[tuple[int, int]], int]:
     otype = str(config.get("otype", "FullyFusedMLP"))
     if otype not in ("FullyFusedMLP", "CutlassMLP", "MegakernelMLP"):
@@ -67,9 +64,7 @@ def _mlp_shapes(config: dict[str, Any], n_in: int, n_out: int, path: Path, name:
                               f"(found {config.get('activation')!r} and {config.get('output_activation')!r})")
     align = 8 if otype == "CutlassMLP" else 16
     width, hidden = int(config.get("n_neurons", 64)), int(config.get("n_hidden_layers", 1))
-    n_in, n_out = _pad(n_in, align), _pad(n_out, align)
-    shapes = [(width, n_in)] + [(width, width)] * (hidden - 1) + [(n_out, width)]
-    return shapes, align
+    return mlp_shapes(n_in, n_out, width, hidden, align), align
 
 
 def _sh_degree(config: dict[str, Any]) -> int | None:
@@ -133,11 +128,8 @@ def load_instant_ngp(path: str | Path) -> InstantNGPField:
     if params.size != expected or int(snap.get("n_params", params.size)) != params.size:
         raise CheckpointError(f"{path}: {params.size} parameters, but the networks and the {levels}-level hash grid "
                               f"of its config need {expected}: a layout this reader does not know")
-    tensors, at = [], 0
-    for (o, i), n in zip(density_shapes + rgb_shapes, sizes):
-        tensors.append(torch.from_numpy(params[at:at + n].astype(np.float32).reshape(o, i)))  # row-major [out, in]
-        at += n
-    table = torch.from_numpy(params[at:].astype(np.float32).reshape(grid_rows, features))
+    tensors, grid = split_matrices(params, density_shapes + rgb_shapes)  # row-major [out, in]
+    table = torch.from_numpy(grid.astype(np.float32).reshape(grid_rows, features))
     density_grid = None
     grid_raw = snap.get("density_grid_binary")
     if isinstance(grid_raw, (bytes, bytearray)) and len(grid_raw):

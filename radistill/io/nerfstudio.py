@@ -12,8 +12,9 @@ Supported: ``splatfacto`` (and its variants), whose ``_model.gauss_params`` (mea
 scales, wxyz quaternions, SH DC and rest, logit opacities) become a ``gaussians`` field,
 moved from nerfstudio's frame back to the data set's world frame (SH coefficients rotated
 with it); and ``nerfacto`` of the PyTorch hash-grid build, which becomes a teacher evaluated
-with nerfacto's own arithmetic (``radistill.fields.nerfacto``) in the world frame. The
-tiny-cuda-nn build of nerfacto (one flat parameter vector) is not read yet.
+with nerfacto's own arithmetic (``radistill.fields.nerfacto``) in the world frame; and
+``nerfacto`` of the tiny-cuda-nn build (its base network and hash grid in one flat vector, its
+colour network in another; layout in ``radistill.io.tcnn``).
 """
 
 from __future__ import annotations
@@ -196,26 +197,66 @@ def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, r
                     scale: float):
     from radistill.fields.nerfacto import NerfactoConfig, NerfactoField
 
-    if isinstance(state.get("_model.field.mlp_base.model.params"), Tensor):
-        raise CheckpointError(f"{ckpt}: a nerfacto run of the tiny-cuda-nn build (one flat parameter vector); "
-                              "supported so far: the PyTorch build (ns-train nerfacto --pipeline.model.implementation torch)")
-    table = state.get("_model.field.mlp_base.model.0.hash_table")
-    if not isinstance(table, Tensor):
-        found = sorted(k for k in state if k.startswith("_model.field."))[:8]
-        raise CheckpointError(f"{ckpt}: no _model.field.mlp_base.model.0.hash_table (found {', '.join(found) or 'none'})")
     model = config.get("pipeline", {}).get("model", {}) if isinstance(config.get("pipeline"), dict) else {}
+    if model.get("disable_scene_contraction"):
+        raise CheckpointError(f"{ckpt}: a nerfacto run without scene contraction is not supported yet")
     levels, log2 = int(model.get("num_levels", 16)), int(model.get("log2_hashmap_size", 19))
-    if table.shape[0] != levels << log2:
-        raise CheckpointError(f"{ckpt}: the hash table has {table.shape[0]} rows, but {levels} levels of 2^{log2} "
-                              f"need {levels << log2}")
+    features = int(model.get("features_per_level", 2))
     appearance = state.get("_model.field.embedding_appearance.embedding.weight")
     if isinstance(appearance, Tensor):
         appearance = appearance.float().mean(0) if model.get("use_average_appearance_embedding", True) \
             else torch.zeros(appearance.shape[1])
-    cfg = NerfactoConfig(levels=levels, features=int(table.shape[1]), log2_table=log2,
-                         min_res=int(model.get("base_res", 16)), max_res=int(model.get("max_res", 2048)),
+    else:
+        appearance = None
+    cfg = NerfactoConfig(levels=levels, features=features, log2_table=log2, min_res=int(model.get("base_res", 16)),
+                         max_res=int(model.get("max_res", 2048)),
                          average_init_density=float(model.get("average_init_density", 1.0)), scale=scale,
                          rotation=rotation.tolist(), translation=translation.tolist(), source=str(ckpt))
+    if isinstance(state.get("_model.field.mlp_base.model.params"), Tensor):
+        return _nerfacto_tcnn(state, model, cfg, appearance, ckpt)
+    table = state.get("_model.field.mlp_base.model.0.hash_table")
+    if not isinstance(table, Tensor):
+        found = sorted(k for k in state if k.startswith("_model.field."))[:8]
+        raise CheckpointError(f"{ckpt}: neither _model.field.mlp_base.model.0.hash_table (the PyTorch build) nor "
+                              f"_model.field.mlp_base.model.params (tiny-cuda-nn) (found {', '.join(found) or 'none'})")
+    if table.shape[0] != levels << log2:
+        raise CheckpointError(f"{ckpt}: the hash table has {table.shape[0]} rows, but {levels} levels of 2^{log2} "
+                              f"need {levels << log2}")
     return NerfactoField(cfg, table, _layers(state, "_model.field.mlp_base.model.1.layers.", ckpt),
-                         _layers(state, "_model.field.mlp_head.layers.", ckpt),
-                         appearance if isinstance(appearance, Tensor) else None)
+                         _layers(state, "_model.field.mlp_head.layers.", ckpt), appearance)
+
+
+def _nerfacto_tcnn(state: dict[str, Any], model: dict[str, Any], cfg, appearance: Tensor | None, ckpt: Path):
+    """nerfacto's tiny-cuda-nn build: the base network's matrices then its hash grid in one vector,
+    the colour network's matrices in another (no biases, padded widths)."""
+    import numpy as np
+
+    from radistill.fields.hashgrid import level_layout
+    from radistill.fields.nerfacto import NerfactoField
+    from radistill.io.tcnn import mlp_shapes, split_matrices
+
+    def align(width: int) -> int:  # nerfstudio picks FullyFusedMLP for these widths, CutlassMLP otherwise
+        return 16 if width in (16, 32, 64, 128) else 8
+
+    head_vec = state.get("_model.field.mlp_head.tcnn_encoding.params")
+    if not isinstance(head_vec, Tensor):
+        raise CheckpointError(f"{ckpt}: no _model.field.mlp_head.tcnn_encoding.params in this tiny-cuda-nn nerfacto run")
+    hidden, hidden_color = int(model.get("hidden_dim", 64)), int(model.get("hidden_dim_color", 64))
+    base_shapes = mlp_shapes(cfg.levels * cfg.features, 16, hidden, 1, align(hidden))  # 2 layers: 1 hidden
+    n_head_in = 16 + 15 + (0 if appearance is None else appearance.shape[0])
+    head_shapes = mlp_shapes(n_head_in, 3, hidden_color, 2, align(hidden_color))  # 3 layers: 2 hidden
+    growth = math.exp((math.log(cfg.max_res) - math.log(cfg.min_res)) / (cfg.levels - 1)) if cfg.levels > 1 else 1.0
+    layout = level_layout(cfg.levels, cfg.log2_table, cfg.min_res, growth)
+    rows = layout[-1]["offset"] + layout[-1]["size"]
+    base_vec = state["_model.field.mlp_base.model.params"].detach().float().numpy()
+    head_np = head_vec.detach().float().numpy()
+    need_base = sum(o * i for o, i in base_shapes) + rows * cfg.features
+    need_head = sum(o * i for o, i in head_shapes)
+    if base_vec.size != need_base or head_np.size != need_head:
+        raise CheckpointError(f"{ckpt}: tiny-cuda-nn parameter vectors of {base_vec.size} and {head_np.size} values, but "
+                              f"nerfacto's config needs {need_base} and {need_head}: a layout this reader does not know")
+    base, grid = split_matrices(base_vec, base_shapes)
+    head, _ = split_matrices(head_np, head_shapes)
+    table = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32).reshape(rows, cfg.features))
+    cfg.encoding = "tcnn"
+    return NerfactoField(cfg, table, [(w, None) for w in base], [(w, None) for w in head], appearance)
