@@ -196,3 +196,12 @@ def test_weighted_rows_gradients_match_autograd_for_narrow_and_wide_tables():
         ref = table.detach().clone().requires_grad_()
         ((ref[rows] * w[..., None]).sum(1) * up).sum().backward()
         assert torch.allclose(table.grad, ref.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", NEURAL_KINDS)
+def test_an_empty_batch_of_points_is_answered(kind):
+    """A distillation step can select no point at all (every ray misses the occupied cells)."""
+    field = create_field(kind, torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    out = field.query(torch.zeros(0, 3), torch.zeros(0, 3))
+    assert out.sigma.shape == (0,) and out.rgb.shape == (0, 3) and out.junction.shape == (0, 16)
+    assert field.density(torch.zeros(0, 3)).shape == (0,)

@@ -122,7 +122,8 @@ def _hash_encode_gather(u: Tensor, table: Tensor, layout: dict[str, Tensor]) -> 
     rows = hash_corner_indices(pos_grid.to(torch.int32), layout)  # [L, N, 8]
     weights = trilinear_weights(pos - pos_grid).to(table.dtype)  # [L, N, 8]
     feats = weighted_rows(table, rows.reshape(levels * n, 8), weights.reshape(levels * n, 8))
-    return feats.reshape(levels, n, -1).transpose(0, 1).reshape(n, -1)
+    features = table.shape[1]  # explicit sizes: no point at all (an empty batch) is a valid input
+    return feats.reshape(levels, n, features).transpose(0, 1).reshape(n, levels * features)
 
 
 class HashEncoding(nn.Module):

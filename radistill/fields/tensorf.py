@@ -40,7 +40,8 @@ def line_lookup(lines: Tensor, coords: Tensor) -> Tensor:
     base = low + torch.arange(3, device=coords.device)[:, None] * r
     rows = torch.stack([base, base + 1], -1).reshape(3 * n, 2)
     weights = torch.stack([1.0 - frac, frac], -1).reshape(3 * n, 2)
-    return weighted_rows(lines.reshape(3 * r, -1), rows, weights).reshape(3, n, -1)
+    c = lines.shape[-1]  # explicit sizes: an empty batch of points is valid
+    return weighted_rows(lines.reshape(3 * r, c), rows, weights).reshape(3, n, c)
 
 
 def plane_lookup(planes: Tensor, coords: Tensor) -> Tensor:
@@ -58,7 +59,8 @@ def plane_lookup(planes: Tensor, coords: Tensor) -> Tensor:
     rows = torch.stack([base, base + 1, base + r, base + r + 1], -1).reshape(3 * n, 4)
     fa, fb = frac[..., 0], frac[..., 1]
     weights = torch.stack([(1 - fa) * (1 - fb), (1 - fa) * fb, fa * (1 - fb), fa * fb], -1).reshape(3 * n, 4)
-    return weighted_rows(planes.reshape(3 * r * r, -1), rows, weights).reshape(3, n, -1)
+    c = planes.shape[-1]
+    return weighted_rows(planes.reshape(3 * r * r, c), rows, weights).reshape(3, n, c)
 
 
 def resize_channels_last(p: Tensor, resolution: int) -> Tensor:
@@ -159,7 +161,7 @@ class VMEncoder(TensorEncoder):
         line_w = torch.stack([u[:, c] for _, c in VM_MODES])  # [3, N]
         density = (plane_lookup(self.density_planes, plane_uv) * line_lookup(self.density_lines, line_w)).sum((0, 2))
         app = plane_lookup(self.app_planes, plane_uv) * line_lookup(self.app_lines, line_w)  # [3, N, C]
-        return density, app.permute(1, 0, 2).reshape(u.shape[0], -1)
+        return density, app.permute(1, 0, 2).reshape(u.shape[0], 3 * app.shape[-1])
 
 
 class CPEncoder(TensorEncoder):
