@@ -130,10 +130,12 @@ class HashEncoding(nn.Module):
     """The hash table and its layout."""
 
     def __init__(self, levels: int = 16, features: int = 2, log2_table: int = 19, base_resolution: int = 16,
-                 max_resolution: int = 2048, init_scale: float = 1e-4, backend: str = "auto") -> None:
+                 max_resolution: int = 2048, init_scale: float = 1e-4, backend: str = "auto",
+                 per_level_scale: float | None = None) -> None:
         super().__init__()
         self.backend = backend
-        per_level_scale = math.exp(math.log(max_resolution / base_resolution) / max(levels - 1, 1))
+        if per_level_scale is None:  # the growth that takes the finest level to max_resolution
+            per_level_scale = math.exp(math.log(max_resolution / base_resolution) / max(levels - 1, 1))
         self.levels, self.features = levels, features
         self.layout = level_layout(levels, log2_table, base_resolution, per_level_scale)
         total = self.layout[-1]["offset"] + self.layout[-1]["size"]
@@ -141,6 +143,17 @@ class HashEncoding(nn.Module):
         for key, dtype in (("scale", torch.float32), ("resolution", torch.long), ("size", torch.long),
                            ("offset", torch.long), ("dense", torch.bool)):
             self.register_buffer(f"layout_{key}", torch.tensor([lv[key] for lv in self.layout], dtype=dtype), persistent=False)
+
+    @classmethod
+    def from_table(cls, table: Tensor, levels: int, log2_table: int, base_resolution: int,
+                   per_level_scale: float) -> "HashEncoding":
+        """A fixed encoding holding another program's trained table (tiny-cuda-nn layout)."""
+        enc = cls(levels, table.shape[1], log2_table, base_resolution, per_level_scale=per_level_scale)
+        if enc.table.shape != table.shape:
+            raise ValueError(f"a {levels}-level table of 2^{log2_table} has {tuple(enc.table.shape)} entries, "
+                             f"got {tuple(table.shape)}")
+        enc.table = nn.Parameter(table.float(), requires_grad=False)
+        return enc
 
     def layout_tensors(self) -> dict[str, Tensor]:
         return {k: getattr(self, f"layout_{k}") for k in ("scale", "resolution", "size", "offset", "dense")}

@@ -16,7 +16,7 @@ Morton order, cascade ``k`` covering ``0.5 +- 2^(k-1)``; a cell counts when its 
 ``min(0.01, mean)``, the mean over cascade 0 with unseen cells (-1) counted as 0.
 
 The hash grid has tiny-cuda-nn's layout, which radistill's ``hashgrid`` shares, so the
-position encoding is ``radistill.fields.hashgrid.hash_encode`` on the snapshot's table.
+position encoding is radistill's ``HashEncoding`` holding the snapshot's table.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from radistill.fields.base import FieldOutputs, RenderOutputs, Representation, render_volumetric
-from radistill.fields.hashgrid import hash_encode, level_layout
+from radistill.fields.hashgrid import HashEncoding
 from radistill.fields.sh import sh_basis
 
 CYCLE = (1, 2, 0)  # ngp axis i is world axis CYCLE[i]
@@ -77,14 +77,11 @@ class InstantNGPField(Representation):
         inverse = [CYCLE.index(w) for w in range(3)]  # world axis w is ngp axis inverse[w]
         world = torch.stack([(lo[inverse] - offset) / config.scale, (hi[inverse] - offset) / config.scale])
         super().__init__(config, world)
-        self.register_buffer("table", table.float())
+        self.grid = HashEncoding.from_table(table, config.levels, config.log2_table, config.base_resolution,
+                                            config.per_level_scale)
         self.register_buffer("ngp_lo", lo)
         self.register_buffer("ngp_size", hi - lo)
         self.register_buffer("offset", offset)
-        layout = level_layout(config.levels, config.log2_table, config.base_resolution, config.per_level_scale)
-        for key, dtype in (("scale", torch.float32), ("resolution", torch.long), ("size", torch.long),
-                           ("offset", torch.long), ("dense", torch.bool)):
-            self.register_buffer(f"layout_{key}", torch.tensor([lv[key] for lv in layout], dtype=dtype), persistent=False)
         self.density_net = nn.ParameterList([nn.Parameter(w.float(), requires_grad=False) for w in density_net])
         self.rgb_net = nn.ParameterList([nn.Parameter(w.float(), requires_grad=False) for w in rgb_net])
         self.register_buffer("density_grid", None if density_grid is None else density_grid.float())
@@ -106,8 +103,7 @@ class InstantNGPField(Representation):
     def _raw(self, x: Tensor) -> Tensor:
         """The density network's 16 raw outputs at world points.  # [N, 16]"""
         u = ((self.to_ngp(x) - self.ngp_lo) / self.ngp_size).clamp(0.0, 1.0)
-        layout = {k: getattr(self, f"layout_{k}") for k in ("scale", "resolution", "size", "offset", "dense")}
-        enc = hash_encode(u, self.table, layout, "auto")
+        enc = self.grid(u)
         pad = self.density_net[0].shape[1] - enc.shape[1]
         if pad:
             enc = torch.nn.functional.pad(enc, (0, pad))

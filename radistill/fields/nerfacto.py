@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from radistill.fields.base import FieldOutputs, RenderOutputs, Representation, render_volumetric
-from radistill.fields.hashgrid import hash_encode, level_layout
+from radistill.fields.hashgrid import HashEncoding
 from radistill.fields.sh import sh_basis
 
 PRIMES = (1, 2654435761, 805459861)
@@ -92,15 +92,15 @@ class NerfactoField(Representation):
         super().__init__(config, torch.stack([world.amin(0), world.amax(0)]))
         self.register_buffer("rotation", rotation)
         self.register_buffer("translation", translation)
-        self.register_buffer("hash_table", hash_table.float())
+        tcnn = config.encoding == "tcnn"
+        self.register_buffer("hash_table", None if tcnn else hash_table.float())  # the PyTorch build's own grid
         # nerfstudio's own expression (a numpy float64 growth): at 16 levels from 16 to 2048 its last
         # level scales by 2047, not 2048
         growth = np.exp((np.log(config.max_res) - np.log(config.min_res)) / (config.levels - 1)) if config.levels > 1 else 1
         self.register_buffer("scalings", torch.floor(config.min_res * growth ** torch.arange(config.levels)).float())
-        layout = level_layout(config.levels, config.log2_table, config.min_res, float(growth))  # the tcnn build's
-        for key, dtype in (("scale", torch.float32), ("resolution", torch.long), ("size", torch.long),
-                           ("offset", torch.long), ("dense", torch.bool)):
-            self.register_buffer(f"layout_{key}", torch.tensor([lv[key] for lv in layout], dtype=dtype), persistent=False)
+        # the tiny-cuda-nn build's table is tiny-cuda-nn's grid, which radistill's HashEncoding shares
+        self.grid = (HashEncoding.from_table(hash_table, config.levels, config.log2_table, config.min_res, float(growth))
+                     if tcnn else None)
         self.base = nn.ModuleList([self._linear(w, b) for w, b in base])
         self.head = nn.ModuleList([self._linear(w, b) for w, b in head])
         self.register_buffer("appearance", appearance)
@@ -150,11 +150,7 @@ class NerfactoField(Representation):
         q = contract((x @ self.rotation.T + self.translation) * self.config.scale)
         inside = ((q > 0.0) & (q < 1.0)).all(-1)
         q = q * inside[:, None]
-        if self.config.encoding == "tcnn":
-            layout = {k: getattr(self, f"layout_{k}") for k in ("scale", "resolution", "size", "offset", "dense")}
-            enc = hash_encode(q, self.hash_table, layout, "auto")
-        else:
-            enc = self.encode(q)
+        enc = self.grid(q) if self.grid is not None else self.encode(q)
         return self._mlp(self.base, enc)[:, :16], inside
 
     @torch.no_grad()

@@ -69,17 +69,21 @@ def _cell(u_ptr, points, mask, scale):
 
 
 @triton.jit
+def _level_cell(u_ptr, points, mask, level, scale_ptr, resolution_ptr, size_ptr, offset_ptr, dense_ptr):
+    """One level's layout (resolution, size, offset, dense flag) and the points' cells in it."""
+    gx, gy, gz, fx, fy, fz = _cell(u_ptr, points, mask, tl.load(scale_ptr + level))
+    return (tl.load(resolution_ptr + level), tl.load(size_ptr + level), tl.load(offset_ptr + level),
+            tl.load(dense_ptr + level), gx, gy, gz, fx, fy, fz)
+
+
+@triton.jit
 def _hash_encode_forward(u_ptr, table_ptr, out_ptr, scale_ptr, resolution_ptr, size_ptr, offset_ptr, dense_ptr,
                          n, levels, F: tl.constexpr, BLOCK: tl.constexpr):
     level = tl.program_id(1)
     points = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = points < n
-    scale = tl.load(scale_ptr + level)
-    resolution = tl.load(resolution_ptr + level)
-    size = tl.load(size_ptr + level)
-    offset = tl.load(offset_ptr + level)
-    dense = tl.load(dense_ptr + level)
-    gx, gy, gz, fx, fy, fz = _cell(u_ptr, points, mask, scale)
+    resolution, size, offset, dense, gx, gy, gz, fx, fy, fz = _level_cell(
+        u_ptr, points, mask, level, scale_ptr, resolution_ptr, size_ptr, offset_ptr, dense_ptr)
     features = tl.arange(0, F)
     acc = tl.zeros([BLOCK, F], dtype=tl.float32)
     for corner in tl.static_range(8):
@@ -101,12 +105,8 @@ def _hash_encode_backward(u_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, resolu
         block = tl.program_id(0)
     points = block * BLOCK + tl.arange(0, BLOCK)
     mask = points < n
-    scale = tl.load(scale_ptr + level)
-    resolution = tl.load(resolution_ptr + level)
-    size = tl.load(size_ptr + level)
-    offset = tl.load(offset_ptr + level)
-    dense = tl.load(dense_ptr + level)
-    gx, gy, gz, fx, fy, fz = _cell(u_ptr, points, mask, scale)
+    resolution, size, offset, dense, gx, gy, gz, fx, fy, fz = _level_cell(
+        u_ptr, points, mask, level, scale_ptr, resolution_ptr, size_ptr, offset_ptr, dense_ptr)
     features = tl.arange(0, F)
     grad = tl.load(grad_out_ptr + points[:, None].to(tl.int64) * (levels * F) + level * F + features[None, :],
                    mask=mask[:, None], other=0.0).to(tl.float32)

@@ -16,6 +16,17 @@ def _points(n: int, device: torch.device) -> torch.Tensor:
     return u
 
 
+def assert_fp32_parity(enc: HashEncoding, u: torch.Tensor) -> None:
+    """Values and table gradients (random upstream) of the kernel against the reference, fp32 table."""
+    table = torch.randn(enc.table.shape, device=u.device, requires_grad=True)
+    expected = hash_encode(u, table, enc.layout_tensors(), backend="torch")
+    got = hash_encode(u, table, enc.layout_tensors(), backend="triton")
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(got, table, upstream)[0],
+                               torch.autograd.grad(expected, table, upstream)[0], atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("features", [1, 2, 4, 8])
 def test_forward_and_table_gradient_match_the_reference(device, dtype, features):
@@ -51,14 +62,7 @@ def test_any_level_count_and_hash_collisions(device, levels, log2_table, level_f
 
     monkeypatch.setattr(kernel, "BACKWARD_LEVEL_FASTEST", level_fastest)
     enc = HashEncoding(levels=levels, features=2, log2_table=log2_table, base_resolution=16, max_resolution=512).to(device)
-    table = torch.randn(enc.table.shape, device=device, requires_grad=True)
-    u = _points(500, device)
-    expected = hash_encode(u, table, enc.layout_tensors(), backend="torch")
-    got = hash_encode(u, table, enc.layout_tensors(), backend="triton")
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    upstream = torch.randn_like(expected)
-    torch.testing.assert_close(torch.autograd.grad(got, table, upstream)[0],
-                               torch.autograd.grad(expected, table, upstream)[0], atol=1e-4, rtol=1e-4)
+    assert_fp32_parity(enc, _points(500, device))
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
@@ -79,14 +83,7 @@ def test_unsupported_feature_count_is_refused(device):
 def test_points_outside_the_unit_cube_wrap_like_the_reference(device):
     # dense levels take Python's modulo of a negative index, not C's (which would read before the table)
     enc = HashEncoding(levels=6, features=2, log2_table=10, base_resolution=4, max_resolution=64).to(device)
-    table = torch.randn(enc.table.shape, device=device, requires_grad=True)
-    u = torch.rand(400, 3, device=device) * 2.0 - 0.5  # [-0.5, 1.5)
-    expected = hash_encode(u, table, enc.layout_tensors(), backend="torch")
-    got = hash_encode(u, table, enc.layout_tensors(), backend="triton")
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    upstream = torch.randn_like(expected)
-    torch.testing.assert_close(torch.autograd.grad(got, table, upstream)[0],
-                               torch.autograd.grad(expected, table, upstream)[0], atol=1e-4, rtol=1e-4)
+    assert_fp32_parity(enc, torch.rand(400, 3, device=device) * 2.0 - 0.5)  # [-0.5, 1.5)
 
 
 def test_auto_uses_the_reference_for_feature_counts_the_kernel_lacks(device, monkeypatch):
