@@ -22,9 +22,12 @@ from radistill.errors import CheckpointError
 def _numpy_globals() -> list[Any]:
     import numpy as np
 
-    core = getattr(np, "_core", None) or np.core  # numpy 2 moved numpy.core to numpy._core
-    reconstruct = core.multiarray._reconstruct
-    scalar = core.multiarray.scalar  # numpy scalars (nerfstudio's learning rates are np.float64)
+    try:  # numpy 2 moved numpy.core to numpy._core (numpy 1.26 has only a stub package of that name)
+        from numpy._core import multiarray
+    except ImportError:
+        from numpy.core import multiarray
+    reconstruct = multiarray._reconstruct
+    scalar = multiarray.scalar  # numpy scalars (nerfstudio's learning rates are np.float64)
     allowed: list[Any] = [reconstruct, scalar, np.ndarray, np.dtype,
                           # files written under numpy 1.x name these numpy.core.multiarray.*
                           (reconstruct, "numpy.core.multiarray._reconstruct"),
