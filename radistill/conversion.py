@@ -81,30 +81,12 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
     """
     config = config or ConvertConfig()
     source = str(teacher) if isinstance(teacher, (str, Path)) else None
-    teacher = _as_teacher(teacher)
-    cls = kind_class(to)
-    if to == teacher.kind:
-        raise ConfigError(f"the teacher is already a {to!r} field; pick another --to kind")
-    if not hasattr(cls, "from_teacher"):
-        raise ConfigError(f"{to!r} cannot be distilled from a teacher")
-    image_teacher = None
-    if images is not None:
-        _check_same_scene(teacher, images)
-        image_teacher = ImageTeacher.from_scene(images)
-    elif getattr(teacher.field, "learns_from_images", False) and not getattr(cls, "learns_from_images", False):
-        image_teacher = rendered_views(teacher, RENDERED_VIEWS, config.seed)
-    options = config_from_dict(cls.Config, dict(student_options or {}), source=f"{to} options")
-    torch.manual_seed(config.seed)
     out_dir, export = _output_paths(output, to)
-    views = teacher.views(teacher.sample_poses(32, torch.Generator().manual_seed(config.seed)))
-    if views.width > 128:  # seeding needs surfaces, not detail
-        views = views.scaled(128 / views.width)
-    student = cls.from_teacher(teacher.field, options, views)
-    metadata = {"cameras": teacher.cameras.to_dict(), "background": teacher.background.tolist(),
-                "converted_from": teacher.kind, "distill_config": asdict(config.distill)}
+    job = prepare_distillation(teacher, to, config, student_options, images)
+    teacher, student, metadata = job.teacher, job.student, job.metadata
     if source is not None:
         metadata["teacher"] = source
-    result = train(student, teacher, config.train_config(cls.student_batch_rays), out_dir, resume, metadata, config.distill, image_teacher)
+    result = train(student, teacher, job.train_config, out_dir, resume, metadata, config.distill, job.image_teacher)
     t0 = time.perf_counter()
     report = {"from": teacher.kind, "to": to, "steps": result.steps, "seconds": round(result.seconds, 1),
               "samples_per_s": round(result.samples_per_s)}
@@ -121,6 +103,45 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
     if export is not None:
         path = export_field(export, student)
     return ConvertResult(student, result, report, path)
+
+
+@dataclass
+class Distillation:
+    """A conversion ready to run: the teacher, the student ``from_teacher`` built, and how to train it."""
+
+    teacher: FieldTeacher
+    student: Representation
+    train_config: TrainConfig
+    image_teacher: ImageTeacher | None
+    metadata: dict[str, Any]
+
+
+def prepare_distillation(teacher: str | Path | Representation | FieldTeacher, to: str, config: ConvertConfig,
+                         student_options: dict[str, Any] | None = None, images: Any = None) -> Distillation:
+    """Everything ``convert`` does before its loop (shared with the nerfstudio plugin, whose
+    trainer runs the loop): check the pair, build the student from the teacher, pick the
+    photos or teacher renders that stage 3 mixes in."""
+    teacher = _as_teacher(teacher)
+    cls = kind_class(to)
+    if to == teacher.kind:
+        raise ConfigError(f"the teacher is already a {to!r} field; pick another --to kind")
+    if not hasattr(cls, "from_teacher"):
+        raise ConfigError(f"{to!r} cannot be distilled from a teacher")
+    image_teacher = None
+    if images is not None:
+        _check_same_scene(teacher, images)
+        image_teacher = ImageTeacher.from_scene(images)
+    elif getattr(teacher.field, "learns_from_images", False) and not getattr(cls, "learns_from_images", False):
+        image_teacher = rendered_views(teacher, RENDERED_VIEWS, config.seed)
+    options = config_from_dict(cls.Config, dict(student_options or {}), source=f"{to} options")
+    torch.manual_seed(config.seed)
+    views = teacher.views(teacher.sample_poses(32, torch.Generator().manual_seed(config.seed)))
+    if views.width > 128:  # seeding needs surfaces, not detail
+        views = views.scaled(128 / views.width)
+    student = cls.from_teacher(teacher.field, options, views)
+    metadata = {"cameras": teacher.cameras.to_dict(), "background": teacher.background.tolist(),
+                "converted_from": teacher.kind, "distill_config": asdict(config.distill)}
+    return Distillation(teacher, student, config.train_config(cls.student_batch_rays), image_teacher, metadata)
 
 
 EXPORT_SUFFIXES = {".ply": "gaussians", ".splat": "gaussians", ".glb": "mesh", ".obj": "mesh"}

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from radistill.distill.objectives import DistillConfig, objective_for
+from radistill.distill.objectives import DistillConfig, StepLoss, objective_for
 from radistill.distill.teachers import FieldTeacher, ImageTeacher
 from radistill.errors import CheckpointError
 from radistill.fields.base import Representation
@@ -106,6 +106,41 @@ def save_training_checkpoint(path: Path, student: Representation, opt: torch.opt
     save_field(path, student, tensors, meta)
 
 
+class StepRunner:
+    """One training step at a time: what ``train`` loops over, and what a host trainer (the
+    nerfstudio plugin) calls once per iteration of its own loop.
+
+    It owns the optimiser (rebuilt when the student changes its parameters, as Gaussians do
+    when they densify), the learning-rate decay, occupancy refreshes, the adaptive batch size
+    and the objective.
+    """
+
+    def __init__(self, student: Representation, objective: Any, config: TrainConfig,
+                 generator: torch.Generator) -> None:
+        self.student, self.objective, self.config, self.generator = student, objective, config, generator
+        self.opt = make_optimizer(student)
+        self.batch_rays = config.batch_rays if config.target_samples is None else min(config.batch_rays, 1024)
+        self.updates_occupancy = objective.updates_occupancy and hasattr(student, "update_occupancy")
+
+    def step(self, step: int, progress: float) -> StepLoss:
+        """Optimise step number ``step`` at ``progress`` in [0, 1] of the run."""
+        config, student, generator = self.config, self.student, self.generator
+        if student.on_train_step(step, generator, progress):
+            old, self.opt = self.opt, make_optimizer(student)
+            student.carry_optimizer_state(old, self.opt)
+        set_learning_rates(self.opt, config.lr_final_factor ** progress)
+        if self.updates_occupancy and step % config.occupancy_every == 0:
+            student.update_occupancy(generator)
+        out = self.objective.step(student, self.batch_rays, step, progress, generator)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.opt.step()
+        if config.target_samples is not None:
+            ratio = config.target_samples / max(out.n_samples, 1)
+            self.batch_rays = int(min(max(self.batch_rays * min(ratio, 2.0), config.min_batch_rays), config.batch_rays))
+        return out
+
+
 def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config: TrainConfig,
           out_dir: str | Path | None = None, resume: bool = False, metadata: dict[str, Any] | None = None,
           distill: DistillConfig | None = None, images: ImageTeacher | None = None) -> TrainResult:
@@ -131,14 +166,12 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
         distill = distill or DistillConfig()
         config = replace(config, steps=distill.steps)
     objective = objective_for(teacher, generator, distill, images, student)
-    opt = make_optimizer(student)
+    runner = StepRunner(student, objective, config, generator)
     step, elapsed, samples = 0, 0.0, 0
-    batch_rays = config.batch_rays if config.target_samples is None else min(config.batch_rays, 1024)
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if resume and ckpt is not None and ckpt.exists():
-        step, elapsed, samples, batch_rays, opt = _restore(ckpt, student, generator, objective)
+        step, elapsed, samples, runner.batch_rays, runner.opt = _restore(ckpt, student, generator, objective)
     history: list[dict[str, float]] = []
-    updates_occupancy = objective.updates_occupancy and hasattr(student, "update_occupancy")
     by_time = config.max_seconds is not None
     bar = tqdm(total=round(config.max_seconds) if by_time else config.steps, initial=round(elapsed) if by_time else step,
                disable=not config.progress, desc=f"{'distill' if distill else 'train'} {student.kind}",
@@ -149,8 +182,8 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
         if step_start is not None:  # interrupted inside a step: save the state as that step found it
             generator.set_state(step_start[0])
             objective.load(step_start[1])
-        save_training_checkpoint(ckpt, student, opt, step, time.perf_counter() - start, samples, generator, config,
-                                 {**metadata, "train_batch_rays": batch_rays}, objective.state())
+        save_training_checkpoint(ckpt, student, runner.opt, step, time.perf_counter() - start, samples, generator,
+                                 config, {**metadata, "train_batch_rays": runner.batch_rays}, objective.state())
 
     step_start = None
 
@@ -162,24 +195,12 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
             progress = step / config.steps
             if config.max_seconds:
                 progress = max(progress, elapsed / config.max_seconds)
-            if student.on_train_step(step, generator, min(progress, 1.0)):
-                old, opt = opt, make_optimizer(student)
-                student.carry_optimizer_state(old, opt)
-            set_learning_rates(opt, config.lr_final_factor ** min(progress, 1.0))
-            if updates_occupancy and step % config.occupancy_every == 0:
-                student.update_occupancy(generator)
             if ckpt is not None:
                 step_start = (generator.get_state(), {k: v.clone() for k, v in objective.state().items()})
-            out = objective.step(student, batch_rays, step, min(progress, 1.0), generator)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
+            out = runner.step(step, min(progress, 1.0))
             step += 1
             step_start = None
             samples += out.n_samples
-            if config.target_samples is not None:
-                ratio = config.target_samples / max(out.n_samples, 1)
-                batch_rays = int(min(max(batch_rays * min(ratio, 2.0), config.min_batch_rays), config.batch_rays))
             if step == 1 or step % 25 == 0 or step == config.steps:
                 history.append({"step": step, "loss": float(out.loss.detach()), "psnr": out.psnr, "stage": out.stage,
                                 "seconds": time.perf_counter() - start, **out.parts})
@@ -187,7 +208,7 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
                 bar.update(min(round(time.perf_counter() - start), bar.total) - bar.n)
             else:
                 bar.update(1)
-            postfix = {"step": step, "rays": batch_rays, "samples": out.n_samples}
+            postfix = {"step": step, "rays": runner.batch_rays, "samples": out.n_samples}
             if distill:
                 postfix["stage"] = out.stage
             if not math.isnan(out.psnr):
