@@ -150,9 +150,10 @@ class Representation(nn.Module):
 
 def render_volumetric(field: Representation, rays: Any, volume_step: int, background: Tensor | None = None,
                       perturb: bool = False, generator: torch.Generator | None = None,
-                      window: int | None = None) -> RenderOutputs:
+                      window: int | None = None, occupancy: Any = None) -> RenderOutputs:
     """Volume rendering of ``field.query`` along rays, ``volume_step`` samples along the aabb
-    diagonal: the ray renderer of kinds whose own renderer draws whole images (Gaussians, meshes)."""
+    diagonal: the ray renderer of kinds whose own renderer draws whole images (Gaussians, meshes)
+    and of imported fields; ``occupancy`` (an ``OccupancyGrid``) skips empty cells."""
     from radistill.render.volume import render_rays
 
     step = float((field.aabb[1] - field.aabb[0]).norm()) / volume_step
@@ -161,7 +162,7 @@ def render_volumetric(field: Representation, rays: Any, volume_step: int, backgr
         out = field.query(x, d)
         return out.sigma, out.rgb
 
-    out = render_rays(sigma_rgb, rays, field.aabb, step, None, background, perturb, generator, 1e-4, window)
+    out = render_rays(sigma_rgb, rays, field.aabb, step, occupancy, background, perturb, generator, 1e-4, window)
     samples = out.samples
     return RenderOutputs(out.rgb, out.depth, out.opacity, out.weights,
                          None if samples is None else samples.ray_ids,

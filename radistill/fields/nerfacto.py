@@ -31,8 +31,12 @@ from torch import Tensor, nn
 from radistill.fields.base import FieldOutputs, RenderOutputs, Representation, render_volumetric
 from radistill.fields.hashgrid import HashEncoding
 from radistill.fields.sh import sh_basis
+from radistill.render.occupancy import OccupancyGrid
 
 PRIMES = (1, 2654435761, 805459861)
+OCCUPANCY_RESOLUTION = 128
+SKIP_ALPHA = 1e-3
+"""Cells whose density gives less than this opacity over one marching step are skipped."""
 # nerfstudio's corner order (pytorch_fwd): (x, y, z) each from the ceiling (1) or floor (0)
 CORNERS = ((1, 1, 1), (1, 0, 1), (0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0), (0, 0, 0), (0, 1, 0))
 
@@ -106,6 +110,7 @@ class NerfactoField(Representation):
         self.register_buffer("appearance", appearance)
         for p in self.parameters():
             p.requires_grad_(False)
+        self._occupancy: OccupancyGrid | None = None  # derived from the density on first use, not saved
 
     @staticmethod
     def _linear(w: Tensor, b: Tensor | None) -> nn.Linear:
@@ -170,6 +175,27 @@ class NerfactoField(Representation):
             parts.append(self.appearance.expand(x.shape[0], -1))
         return FieldOutputs(sigma, torch.sigmoid(self._mlp(self.head, torch.cat(parts, -1))[:, :3]))
 
+    def occupancy(self) -> OccupancyGrid:
+        """Where the density is visible, sampled once on first use: 128^3 cells, two jittered
+        samples each, dilated by one cell. The renderer skips the rest, as Instant-NGP's density
+        grid does (nerfacto itself has proposal networks instead), and teachers report it empty."""
+        device = self.aabb.device
+        if self._occupancy is None or self._occupancy.aabb.device != device:
+            grid = OccupancyGrid(self.aabb, OCCUPANCY_RESOLUTION).to(device)
+            generator = torch.Generator().manual_seed(0)
+            step = float((self.aabb[1] - self.aabb[0]).norm()) / self.config.volume_step
+            for _ in range(2):
+                grid.update(self.density, step, decay=1.0, threshold_alpha=SKIP_ALPHA, generator=generator)
+            r = grid.resolution
+            dilated = torch.nn.functional.max_pool3d(grid.occupied.view(1, 1, r, r, r).float(), 3, 1, 1)
+            grid.occupied.copy_(dilated.view(-1) > 0)
+            self._occupancy = grid
+        return self._occupancy
+
+    def empty_mask(self, x: Tensor) -> Tensor:
+        return ~self.occupancy().is_occupied(x)
+
     def render(self, rays: Any, background: Tensor | None = None, perturb: bool = False,
                generator: torch.Generator | None = None, window: int | None = None) -> RenderOutputs:
-        return render_volumetric(self, rays, self.config.volume_step, background, perturb, generator, window)
+        return render_volumetric(self, rays, self.config.volume_step, background, perturb, generator, window,
+                                 self.occupancy())
