@@ -121,14 +121,40 @@ def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
                         aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
 
 
-def gaussians_to_world(params: dict[str, Tensor], rotation: Tensor, translation: Tensor, scale: float) -> dict[str, Tensor]:
-    """Gaussians of nerfstudio's frame ``scale * (R p + t)`` moved to the world frame: centres,
-    sizes, orientations, and the SH colour (a world direction ``d`` is ``R d`` in nerfstudio)."""
+def transform_gaussians(params: dict[str, Tensor], rotation: Tensor, translation: Tensor, scale: float) -> dict[str, Tensor]:
+    """Gaussians moved by the similarity ``p -> scale * R p + t``: centres, sizes, orientations,
+    and the SH colour (a direction ``d`` becomes ``R d``)."""
     r = rotation.to(torch.float64)
-    means = ((params["means"].double() / scale - translation) @ r).float()  # R^T (p / s - t)
-    quats = _quat_multiply(_quat_from_matrix(r.T).expand_as(params["quats"]), params["quats"].double()).float()
-    return {"means": means, "quats": quats, "log_scales": params["log_scales"] - math.log(scale),
-            "logit_opacities": params["logit_opacities"], "sh": rotate_sh(params["sh"], r.float())}
+    means = (scale * params["means"].double() @ r.T + translation.to(torch.float64)).float()
+    quats = _quat_multiply(_quat_from_matrix(r).expand_as(params["quats"]), params["quats"].double()).float()
+    return {"means": means, "quats": quats, "log_scales": params["log_scales"] + math.log(scale),
+            "logit_opacities": params["logit_opacities"], "sh": rotate_sh(params["sh"], r.T.float())}
+
+
+def gaussians_to_world(params: dict[str, Tensor], rotation: Tensor, translation: Tensor, scale: float) -> dict[str, Tensor]:
+    """Gaussians of nerfstudio's frame ``scale * (R p + t)`` moved to the world frame."""
+    r = rotation.to(torch.float64)
+    return transform_gaussians(params, r.T, -(r.T @ translation.to(torch.float64)), 1.0 / scale)
+
+
+def gaussians_from_world(params: dict[str, Tensor], rotation: Tensor, translation: Tensor, scale: float) -> dict[str, Tensor]:
+    """World-frame Gaussians moved into nerfstudio's frame ``scale * (R p + t)``."""
+    return transform_gaussians(params, rotation, scale * translation.to(torch.float64), scale)
+
+
+def splatfacto_state(params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Gaussians (nerfstudio's frame) as the tensors of a splatfacto checkpoint's pipeline:
+    ``_model.gauss_params.{means, scales, quats, features_dc, features_rest, opacities}``."""
+    n = params["means"].shape[0]
+    sh = params["sh"].float()
+    features_dc = sh[:, 0]
+    if sh.shape[1] == 1:  # splatfacto with sh_degree 0 keeps the logit of the colour
+        features_dc = torch.logit((SH_C0 * features_dc + 0.5).clamp(1e-6, 1 - 1e-6))
+    prefix = "_model.gauss_params."
+    return {prefix + "means": params["means"].float().contiguous(), prefix + "scales": params["log_scales"].float().contiguous(),
+            prefix + "quats": params["quats"].float().contiguous(), prefix + "features_dc": features_dc.contiguous(),
+            prefix + "features_rest": sh[:, 1:].contiguous(),
+            prefix + "opacities": params["logit_opacities"].float().reshape(n, 1).contiguous()}
 
 
 def _splatfacto_params(state: dict[str, Any], config: dict[str, Any], ckpt: Path) -> dict[str, Tensor]:
