@@ -1,0 +1,169 @@
+"""radistill with the real nerfstudio: its runs as teachers, and radistill's ns-train methods.
+
+A nerfacto run (PyTorch hash grid) is trained here on the CPU on 100x100 lego (see conftest.py);
+the tests then convert it with ``radistill convert``, distil it with ``ns-train
+radistill-distill``, and load the splatfacto run that writes with nerfstudio's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import CPU, ns
+
+pytestmark = pytest.mark.slow
+
+
+def radistill(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "radistill.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def flat_background_psnr(teacher, n_views: int, seed: int = 1234) -> float:
+    """PSNR against the teacher's renders of an image of nothing but background, on the views the
+    conversion report uses: the score of a student that learned nothing."""
+    from radistill.evaluate import render_image
+    from radistill.metrics import psnr
+
+    cams = teacher.views(teacher.sample_poses(n_views, torch.Generator().manual_seed(seed)))
+    scores = []
+    for k in range(n_views):
+        ref = render_image(teacher.field, cams, k, teacher.background)["rgb"]
+        scores.append(psnr(teacher.background.expand_as(ref), ref))
+    return sum(scores) / len(scores)
+
+
+def test_ns_train_lists_radistill_methods(ns_env):
+    listing = ns("ns-train", "--help", env=ns_env).stdout
+    for method in ("radistill-distill", "radistill-hashgrid", "radistill-mlp", "radistill-tensorf", "radistill-tensorf-cp"):
+        assert method in listing
+    distill_help = ns("ns-train", "radistill-distill", "--help", env=ns_env).stdout
+    assert "--teacher" in distill_help and "--to" in distill_help
+
+
+def test_entry_point_module_is_light(ns_env):
+    """The module every ns-* command imports loads none of radistill's fields, renderers or kernels."""
+    code = ("import sys, radistill.nerfstudio.methods as m; "
+            "heavy = [k for k in sys.modules if k.startswith(('radistill.fields', 'radistill.render', 'radistill.kernels', "
+            "'radistill.distill', 'radistill.nerfstudio.model', 'radistill.nerfstudio.trainer'))]; "
+            "print(heavy); assert not heavy and m.distill.config.method_name == 'radistill-distill'")
+    proc = subprocess.run([sys.executable, "-c", code], env=ns_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["hashgrid", "gaussians"])
+def test_convert_a_nerfacto_run_without_its_images(kind, nerfacto_run, small_lego, ns_env, tmp_path, record_property):
+    from radistill.distill.teachers import FieldTeacher
+
+    hidden = small_lego.with_name(small_lego.name + "_hidden")
+    small_lego.rename(hidden)  # the photos are gone: the run alone must do
+    try:
+        radistill("convert", str(nerfacto_run), "--to", kind, "--max-seconds", "30", "--output", str(tmp_path / kind),
+                  env=ns_env)
+    finally:
+        hidden.rename(small_lego)
+    report = json.loads((tmp_path / kind / "report.json").read_text())
+    assert report["from"] == "nerfacto" and report["to"] == kind
+    baseline = flat_background_psnr(FieldTeacher.from_checkpoint(nerfacto_run), report["report_views"])
+    record_property(f"psnr_vs_nerfacto_{kind}", report["psnr_vs_teacher"])
+    print(f"nerfacto -> {kind}: {report['psnr_vs_teacher']:.2f} dB vs the nerfacto renders "
+          f"(an empty render scores {baseline:.2f} dB)")
+    assert report["psnr_vs_teacher"] > baseline + 3.0
+
+
+@pytest.fixture(scope="module")
+def distilled_to_gaussians(nerfacto_run, ns_env, tmp_path_factory) -> Path:
+    """``ns-train radistill-distill --to gaussians`` from the nerfacto run; returns the output folder."""
+    out = tmp_path_factory.mktemp("distill_outputs")
+    ns("ns-train", "radistill-distill", "--teacher", str(nerfacto_run), "--to", "gaussians", *CPU,
+       "--steps-per-eval-image", "10",  # renders a whole held-out view the way the viewer does
+       "--max-num-iterations", "20", "--steps-per-save", "10", "--pipeline.batch-rays", "512",
+       "--pipeline.datamanager.eval-num-rays-per-batch", "256",
+       "--output-dir", str(out), "--timestamp", "run", env=ns_env)
+    return out
+
+
+def test_ns_train_radistill_distill_writes_a_splatfacto_run(distilled_to_gaussians):
+    from nerfstudio.models.splatfacto import SplatfactoModel
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from radistill.io.checkpoint import field_from_checkpoint, read_checkpoint
+    from radistill.io.nerfstudio import load_nerfstudio_run
+
+    run = distilled_to_gaussians / "lego" / "radistill-distill" / "run"
+    splat_run = distilled_to_gaussians / "lego" / "splatfacto" / "run"
+    tensors, meta = read_checkpoint(run / "gaussians.safetensors")
+    ours = field_from_checkpoint(tensors, meta, run / "gaussians.safetensors")
+    assert meta["converted_from"] == "nerfacto"
+
+    # nerfstudio's own loader builds a SplatfactoModel from the run and loads our Gaussians into it
+    _, pipeline, ckpt, step = eval_setup(splat_run / "config.yml", test_mode="inference")
+    assert isinstance(pipeline.model, SplatfactoModel) and step == 19
+    assert pipeline.model.num_points == len(ours)
+    # ... and radistill's splatfacto importer brings them back to the world frame unchanged
+    back = load_nerfstudio_run(splat_run)
+    assert torch.allclose(back.means, ours.means, atol=1e-5)
+    assert torch.allclose(back.log_scales, ours.log_scales, atol=1e-5)
+    assert torch.allclose(back.logit_opacities, ours.logit_opacities, atol=1e-6)
+    assert torch.allclose(back.sh, ours.sh, atol=1e-5)
+    dots = (back.quats * torch.nn.functional.normalize(ours.quats, dim=-1)).sum(-1).abs()
+    assert torch.allclose(dots, torch.ones_like(dots), atol=1e-5)
+
+
+def test_ns_export_gaussian_splat_accepts_the_splatfacto_run(distilled_to_gaussians, ns_env, tmp_path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from radistill.io.ply import read_gaussian_ply
+
+    splat_run = distilled_to_gaussians / "lego" / "splatfacto" / "run"
+    ns("ns-export", "gaussian-splat", "--load-config", str(splat_run / "config.yml"), "--output-dir", str(tmp_path),
+       env=ns_env)
+    exported = read_gaussian_ply(tmp_path / "splat.ply")
+    _, pipeline, _, _ = eval_setup(splat_run / "config.yml", test_mode="inference")
+    model = pipeline.model
+    assert np.allclose(exported.means.numpy(), model.means.detach().numpy(), atol=1e-6)
+    assert np.allclose(exported.log_scales.numpy(), model.scales.detach().numpy(), atol=1e-6)
+
+
+def test_ns_train_radistill_hashgrid_learns_the_photos(small_lego, ns_env, tmp_path):
+    """radistill's hashgrid trained by ns-train on nerfstudio's blender data parser: the field it
+    leaves renders the held-out views far better than an empty render."""
+    from radistill.datasets import load_scene
+    from radistill.evaluate import evaluate_split
+    from radistill.io.checkpoint import field_from_checkpoint, read_checkpoint
+    from radistill.metrics import psnr
+
+    ns("ns-train", "radistill-hashgrid", *CPU, "--max-num-iterations", "100", "--steps-per-save", "100",
+       "--pipeline.datamanager.train-num-rays-per-batch", "2048", "--output-dir", str(tmp_path),
+       "--experiment-name", "lego", "--timestamp", "run", "blender-data", "--data", str(small_lego), env=ns_env)
+    path = tmp_path / "lego" / "radistill-hashgrid" / "run" / "hashgrid.safetensors"
+    tensors, meta = read_checkpoint(path)
+    field = field_from_checkpoint(tensors, meta, path)
+    from radistill.io.checkpoint import cameras_from_metadata
+
+    assert meta["frame"] == "nerfstudio" and len(cameras_from_metadata(meta, path)) == 21
+    scene = load_scene(small_lego)  # the blender parser leaves lego's frame as it is
+    images, _ = scene.split("test")
+    empty = sum(psnr(scene.background.expand_as(img), img) for img in images) / len(images)
+    score = evaluate_split(field, scene, "test")["psnr"]
+    print(f"radistill-hashgrid, 100 ns-train steps: {score:.2f} dB held-out (an empty render scores {empty:.2f} dB)")
+    assert score > empty + 5.0
+
+
+def test_ns_train_radistill_distill_names_a_folder_that_is_no_run(ns_env, tmp_path):
+    from pathlib import Path as _Path
+
+    exe = _Path(sys.executable).parent / "ns-train"
+    proc = subprocess.run([str(exe), "radistill-distill", "--teacher", str(tmp_path), *CPU], env=ns_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert f"--teacher {tmp_path}: not a nerfstudio run" in proc.stdout + proc.stderr
