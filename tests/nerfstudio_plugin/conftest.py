@@ -93,3 +93,13 @@ def nerfacto_run(ns_env, small_lego, tmp_path_factory) -> Path:
        "--output-dir", str(out), "--experiment-name", "lego", "--timestamp", "run",
        "blender-data", "--data", str(small_lego), env=ns_env)
     return out / "lego" / "nerfacto" / "run"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Show the figures these tests measure (``record_property``) at the end of every run."""
+    lines = [f"{report.nodeid.split('::')[-1]}: {name} = {value}"
+             for report in terminalreporter.stats.get("passed", []) for name, value in report.user_properties]
+    if lines:
+        terminalreporter.section("measured with the real nerfstudio")
+        for line in lines:
+            terminalreporter.line(line)
