@@ -153,7 +153,7 @@ def test_ray_level_keeps_the_highest_error_rays_and_mixes_them_in(tiny_teacher):
     assert sorted(pool.error.tolist()) == list(range(24, 32))
     assert torch.allclose(pool.rays[:, :3], rays.origins[24:].flip(0))
     # re-scored pool rays that became easy leave the pool for harder fresh ones
-    taken, slots = pool.take(4, g)
+    taken, slots, _ = pool.take(4, g)
     fresh, _ = views.sample_rays(4, g)
     both = type(rays).cat([taken, fresh])
     pool.update(both, torch.tensor([0.0, 0.0, 0.0, 0.0, 100.0, 100.0, 100.0, 100.0]), slots)
@@ -164,7 +164,7 @@ def test_ray_level_keeps_the_highest_error_rays_and_mixes_them_in(tiny_teacher):
     objective = DistillObjective(teacher, cfg, g)
     objective.step(student, 200, 1, 1.0, g)
     assert len(objective.hard_rays) == min(200, cfg.active.ray_pool)
-    drawn, view, slots = objective._draw_rays(200, g)
+    drawn, view, slots, _ = objective._draw_rays(200, g)
     assert slots.numel() == 50 and bool((view[:50] == -1).all()) and bool((view[50:] >= 0).all())
     pool_rays = objective.hard_rays.rays[slots]
     assert torch.equal(drawn.origins[:50], pool_rays[:, :3])

@@ -175,7 +175,7 @@ def test_conversion_into_gaussians_and_back_improves_on_the_start(tiny_teacher, 
     result = convert(teacher, "gaussians", cfg, options, output=tmp_path / "scene.ply")
     assert result.path == tmp_path / "scene.ply" and len(read_gaussian_ply(result.path)) == len(result.student)
     assert result.report["psnr_vs_teacher"] > before + 3
-    # and back: a hashgrid learns the Gaussians through their volumetric view
+    # and back: a hashgrid learns the Gaussians from their rasterised renders
     gauss_teacher = FieldTeacher(result.student, teacher.cameras, teacher.background)
     back = convert(gauss_teacher, "hashgrid", ConvertConfig(distill=DistillConfig(stage_steps=(30, 30, 90)),
                                                             progress=False, report_views=4),
@@ -183,6 +183,40 @@ def test_conversion_into_gaussians_and_back_improves_on_the_start(tiny_teacher, 
     fresh = compare_on_views(back.student.__class__(back.student.config, back.student.aabb), gauss_teacher, 4)
     assert back.report["psnr_vs_teacher"] > fresh["psnr_vs_teacher"] + 3
 
+
+
+def test_a_rasterising_teacher_teaches_by_its_renders_not_its_volumetric_view(monkeypatch):
+    from radistill.distill.objectives import DistillConfig, DistillObjective
+    from radistill.distill.teachers import FieldTeacher, default_cameras
+    from radistill.fields import create_field
+
+    field = random_field(n=200, degree=1)
+    teacher = FieldTeacher(field, default_cameras(AABB, resolution=24))
+    assert teacher.rasterises
+    student = create_field("hashgrid", AABB, log2_table=12, max_resolution=32, samples_per_ray=32)
+    g = torch.Generator().manual_seed(0)
+    objective = DistillObjective(teacher, DistillConfig(stage_steps=(10, 10, 10)), g)
+    # the colour of every drawn ray is the teacher's rasterised colour of that pixel of that view
+    state = g.get_state()
+    rays, view, slots, rgb = objective._draw_rays(64, g)
+    _, view2, px, py = objective.views.sample_pixels(64, torch.Generator().set_state(state))
+    assert slots.numel() == 0 and torch.equal(view, view2)
+    with torch.no_grad():
+        images = [field.render_image(teacher.views(objective.views.c2w[v:v + 1]), 0, teacher.background)["rgb"]
+                  for v in view.tolist()]
+    expected = torch.stack([im[y, x] for im, x, y in zip(images, px.tolist(), py.tolist())])
+    assert torch.allclose(rgb, expected.clamp(0, 1), atol=1e-6)
+    cams = teacher.views(objective.views.c2w)
+    centres = cams.rays_for_pixels(view, px.float() + 0.5, py.float() + 0.5)
+    assert torch.allclose(rays.directions, centres.directions) and torch.allclose(rays.origins, centres.origins)
+    # from the first step on, the student renders against those colours; the volumetric view is never asked
+    monkeypatch.setattr(type(field), "query", lambda *a: pytest.fail("the volumetric view was queried"))
+    loss = objective.step(student, 64, 0, 0.0, g)
+    assert loss.stage == 3 and set(loss.parts) == {"rgb"}
+    # hard rays keep their colours: pool rays come back with the colour they were drawn with
+    taken, slots, taken_rgb = objective.hard_rays.take(16, g)
+    assert slots.numel() == 16 and torch.equal(taken_rgb, objective.hard_rays.rgb[slots])
+    assert float(objective.hard_rays.rgb.sum()) > 0
 
 
 @pytest.mark.slow

@@ -67,6 +67,15 @@ class ViewPool:
         py = torch.rand(n, generator=generator) * cams.height
         return cams.rays_for_pixels(view, px, py), view
 
+    def sample_pixels(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor, Tensor, Tensor]:
+        """``n`` rays through the centres of random pixels of random pool views: the rays, and
+        the view, column and row of each (to look up a render of the view).  # Rays, [n] x 3"""
+        cams = self.teacher.views(self.c2w)
+        view = torch.randint(len(cams), (n,), generator=generator)
+        px = torch.randint(cams.width, (n,), generator=generator)
+        py = torch.randint(cams.height, (n,), generator=generator)
+        return cams.rays_for_pixels(view, px.float() + 0.5, py.float() + 0.5), view, px, py
+
     def record(self, view: Tensor, ray_error: Tensor) -> None:
         """Add the errors of rendered rays (view -1: not from the pool) to their views."""
         keep = view >= 0
@@ -121,40 +130,45 @@ class ViewPool:
 
 
 class HardRayPool:
-    """The highest-error rays seen so far (re-scored whenever they are rendered again)."""
+    """The highest-error rays seen so far (re-scored whenever they are rendered again), with
+    the target colour each came with (kept for teachers whose colours come from cached renders)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.rays = torch.zeros(0, 11)  # [P, 11]: origins, directions, viewdirs, near, far
+        self.rgb = torch.zeros(0, 3)  # [P, 3] target colour
         self.error = torch.zeros(0)  # [P]
 
     def __len__(self) -> int:
         return self.rays.shape[0]
 
-    def take(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor]:
-        """``n`` random pool rays and their slots in the pool.  # Rays, [n]"""
+    def take(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor, Tensor]:
+        """``n`` random pool rays, their slots in the pool and their target colours.  # Rays, [n], [n, 3]"""
         slots = torch.randint(len(self), (n,), generator=generator) if n > 0 and len(self) else torch.zeros(0, dtype=torch.long)
-        return _unpack(self.rays[slots]), slots
+        return _unpack(self.rays[slots]), slots, self.rgb[slots]
 
-    def update(self, rays: Rays, error: Tensor, slots: Tensor) -> None:
+    def update(self, rays: Rays, error: Tensor, slots: Tensor, rgb: Tensor | None = None) -> None:
         """Re-score the pool rays just rendered (the first ``len(slots)`` of ``rays``), offer the
-        others, and keep the ``capacity`` highest errors."""
+        others (with their target colours ``rgb`` [R, 3], if any), and keep the ``capacity`` highest errors."""
         error = error.detach().float()
         n_old = slots.numel()
         pool_error = self.error.clone()
         if n_old:
             pool_error[slots] = error[:n_old]
+        new_rgb = torch.zeros(len(rays) - n_old, 3) if rgb is None else rgb[n_old:].detach().float().cpu()
         candidates = torch.cat([self.rays, _pack(rays[n_old:])])
+        colours = torch.cat([self.rgb, new_rgb])
         scores = torch.cat([pool_error, error[n_old:]])
         k = min(self.capacity, scores.numel())
         top = torch.topk(scores, k).indices
-        self.rays, self.error = candidates[top], scores[top]
+        self.rays, self.rgb, self.error = candidates[top], colours[top], scores[top]
 
     def state(self) -> dict[str, Tensor]:
-        return {"rays": self.rays, "error": self.error}
+        return {"rays": self.rays, "rgb": self.rgb, "error": self.error}
 
     def load(self, state: dict[str, Tensor]) -> None:
         self.rays, self.error = state["rays"].clone(), state["error"].clone()
+        self.rgb = state["rgb"].clone() if "rgb" in state else torch.zeros(len(self.rays), 3)
 
 
 def _pack(rays: Rays) -> Tensor:  # [R, 11]

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from radistill.distill.active import ViewPool
 from radistill.distill.objectives import DistillConfig, StepLoss
-from radistill.distill.teachers import FieldTeacher, ImageTeacher
+from radistill.distill.teachers import FieldTeacher, ImageTeacher, ViewRenders
 from radistill.metrics import ssim_tensor
 
 SSIM_WEIGHT = 0.2
@@ -41,19 +41,11 @@ class ImageDistillObjective:
         self.background = teacher.background
         size = config.active.view_pool
         self.views = ViewPool(teacher, size, generator)  # ranked by the squared errors of the student's renders
-        cams = teacher.cameras
-        self.targets = torch.zeros(size, cams.height, cams.width, 3)  # [V, H, W, 3] teacher renders
-        self.rendered = torch.zeros(size, dtype=torch.bool)
+        self.renders = ViewRenders(teacher, self.views)
 
     def target(self, view: int) -> Tensor:
         """The teacher's render of pool view ``view`` (rendered once).  # [H, W, 3]"""
-        if not bool(self.rendered[view]):
-            with torch.no_grad():
-                out = self.teacher.field.render_image(self.teacher.views(self.views.c2w[view:view + 1]), 0,
-                                                      self.background.to(self.teacher.field.aabb.device))
-            self.targets[view] = out["rgb"].detach().clamp(0, 1).cpu()
-            self.rendered[view] = True
-        return self.targets[view]
+        return self.renders.image(view)
 
     def step(self, student, n_rays: int, step: int, progress: float, generator: torch.Generator) -> StepLoss:
         al = self.config.active
@@ -83,7 +75,7 @@ class ImageDistillObjective:
     def refresh(self, generator: torch.Generator) -> None:
         """Replace a sixteenth of the pool (see the module docstring); their renders are redone on use."""
         slots = self.views.replace(generator, max(1, self.views.c2w.shape[0] // 16), self.config.active.poses)
-        self.rendered[slots] = False
+        self.renders.forget(slots)
 
     def state(self) -> dict[str, Tensor]:
         """The pool (the cached teacher renders are not saved: they are re-rendered on demand)."""
@@ -91,4 +83,4 @@ class ImageDistillObjective:
 
     def load(self, state: dict[str, Tensor]) -> None:
         self.views.load(state)
-        self.rendered.zero_()
+        self.renders.forget()

@@ -11,6 +11,13 @@ Teacher and student are evaluated on the *same* packed samples, marched through 
 occupancy grid (which ``from_teacher`` filled from the teacher's visible density). In stages 1
 and 2 the student is queried only at the points that get point losses, so with point-level
 active learning those stages cost little more than the teacher's own rendering.
+
+A rasterising teacher (Gaussians, meshes) is different: its point answers are a volumetric view
+that only approximates the images it draws, so its students skip to stage 3 and learn the
+colours of its own renders (``ViewRenders``) through pixel-centre rays. Measured on lego (a
+hashgrid student of the benchmark's Gaussians, 2 CPU minutes): 23.5 dB held-out through the
+volumetric view, 27.1 dB with the renders in stage 3 after stages 1-2, 28.3 dB with the renders
+alone.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from torch import Tensor
 
 from radistill.cameras import Rays
 from radistill.distill.active import ActiveConfig, HardRayPool, ViewPool, select_points
-from radistill.distill.teachers import FieldTeacher, ImageTeacher
+from radistill.distill.teachers import FieldTeacher, ImageTeacher, ViewRenders
 from radistill.errors import ConfigError
 from radistill.fields.neural import RAW_MAX, RAW_MIN
 from radistill.render.volume import composite, march
@@ -126,33 +133,39 @@ class DistillObjective:
         self.background = teacher.background
         self.views = ViewPool(teacher, config.active.view_pool, generator)
         self.hard_rays = HardRayPool(config.active.ray_pool)
+        self.renders = ViewRenders(teacher, self.views) if teacher.rasterises else None
         self.stage = 0  # the stage of the last step: ray errors of different stages are not comparable
 
     def step(self, student, n_rays: int, step: int, progress: float, generator: torch.Generator) -> StepLoss:
         cfg, al = self.config, self.config.active
-        stage = cfg.stage_at(progress)
+        stage = cfg.stage_at(progress) if self.renders is None else 3
         if stage != self.stage:
             self.hard_rays = HardRayPool(al.ray_pool)
             self.stage = stage
         if step > 0 and step % al.refresh_every == 0:
-            self.views.refresh(generator, al.hard_view_fraction if al.poses else 0.0)
+            self._refresh_views(generator)
         n_photo = int(n_rays * cfg.image_fraction) if (self.images is not None and stage == 3) else 0
-        rays, view, pool_slots = self._draw_rays(n_rays - n_photo, generator)
+        rays, view, pool_slots, ray_rgb = self._draw_rays(n_rays - n_photo, generator)
         device = student.aabb.device
         rays = rays.to(device)
         backend = student.config.backend
         samples = march(rays, student.aabb, student.step_size, student.occupancy, True, generator, backend=backend)
         early_stop = student.config.early_stop
         viewdirs = rays.viewdirs[samples.ray_ids]
-        t = self.teacher.query(samples.positions, viewdirs)
-        t_comp = composite(t.sigma, t.rgb, samples, early_stop, backend=backend)
         bg = self.background.to(device)
-        target = t_comp.rgb + (1 - t_comp.opacity)[:, None] * bg
-        if al.points:
-            points = select_points(t_comp.weights, samples.ray_ids, t_comp.opacity, al.top_k, al.opaque_threshold,
-                                   al.random_point_fraction, generator)
+        point_losses = self.renders is None  # a rasterising teacher teaches by its renders only
+        if point_losses:
+            t = self.teacher.query(samples.positions, viewdirs)
+            t_comp = composite(t.sigma, t.rgb, samples, early_stop, backend=backend)
+            target = t_comp.rgb + (1 - t_comp.opacity)[:, None] * bg
+            if al.points:
+                points = select_points(t_comp.weights, samples.ray_ids, t_comp.opacity, al.top_k, al.opaque_threshold,
+                                       al.random_point_fraction, generator)
+            else:
+                points = torch.arange(samples.ray_ids.numel(), device=device)
         else:
-            points = torch.arange(samples.ray_ids.numel(), device=device)
+            target = ray_rgb.to(device)
+            points = torch.zeros(0, dtype=torch.long, device=device)
 
         parts: dict[str, Tensor] = {}
         rendered = None
@@ -169,11 +182,11 @@ class DistillObjective:
             n_samples = points.numel()
 
         point_error = torch.zeros(points.numel(), device=device)
-        if s_junction is not None and t.junction is not None:
+        if point_losses and s_junction is not None and t.junction is not None:
             err = ((clamped_junction(s_junction) - clamped_junction(t.junction[points])) ** 2).mean(-1)
             parts["junction"] = cfg.junction_weight * _mean(err)
             point_error = point_error + err.detach()
-        if stage >= 2 or parts.get("junction") is None:
+        if point_losses and (stage >= 2 or parts.get("junction") is None):
             d_err = (log_density(s_sigma) - log_density(t.sigma[points])) ** 2
             c_err = ((s_rgb - t.rgb[points]) ** 2).mean(-1)
             parts["density"] = cfg.density_weight * _mean(d_err)
@@ -195,19 +208,35 @@ class DistillObjective:
 
         self.views.record(view, ray_error.cpu())
         if al.rays:
-            self.hard_rays.update(rays, ray_error.cpu(), pool_slots)
+            self.hard_rays.update(rays, ray_error.cpu(), pool_slots, ray_rgb)
         loss = sum(parts.values())
         psnr = _psnr(float(parts["rgb"].detach()) / cfg.rgb_weight) if "rgb" in parts and cfg.rgb_weight else math.nan
         return StepLoss(loss, n_samples, psnr, stage, {k: float(v.detach()) for k, v in parts.items()})
 
-    def _draw_rays(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor, Tensor]:
-        """Pool rays first (hard-ray level), then fresh rays of the views in play."""
+    def _refresh_views(self, generator: torch.Generator) -> None:
+        """New views in play. With a rasterising teacher, whose views cost a render each, only
+        a sixteenth of the pool is replaced (``ViewPool.replace``); otherwise all of it."""
+        al = self.config.active
+        if self.renders is None:
+            self.views.refresh(generator, al.hard_view_fraction if al.poses else 0.0)
+        else:
+            self.renders.forget(self.views.replace(generator, max(1, self.views.c2w.shape[0] // 16), al.poses))
+
+    def _draw_rays(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor, Tensor, Tensor | None]:
+        """Pool rays first (hard-ray level), then fresh rays of the views in play: the rays, the
+        view of each (-1 for pool rays), the pool slots taken, and, with a rasterising teacher,
+        the colour of each ray in the teacher's renders (pixel-centre rays)."""
         al = self.config.active
         n_hard = int(n * al.hard_ray_fraction) if al.rays and len(self.hard_rays) else 0
-        hard, slots = self.hard_rays.take(n_hard, generator)
-        fresh, view = self.views.sample_rays(n - n_hard, generator)
+        hard, slots, hard_rgb = self.hard_rays.take(n_hard, generator)
+        if self.renders is None:
+            fresh, view = self.views.sample_rays(n - n_hard, generator)
+            rgb = None
+        else:
+            fresh, view, px, py = self.views.sample_pixels(n - n_hard, generator)
+            rgb = torch.cat([hard_rgb, self.renders.colors(view, px, py)])
         view = torch.cat([torch.full((n_hard,), -1, dtype=torch.long), view])
-        return Rays.cat([hard, fresh]), view, slots
+        return Rays.cat([hard, fresh]), view, slots, rgb
 
     def state(self) -> dict[str, Tensor]:
         out = {f"views.{k}": v for k, v in self.views.state().items()}
@@ -218,6 +247,8 @@ class DistillObjective:
     def load(self, state: dict[str, Tensor]) -> None:
         self.views.load({k[6:]: v for k, v in state.items() if k.startswith("views.")})
         self.hard_rays.load({k[5:]: v for k, v in state.items() if k.startswith("rays.")})
+        if self.renders is not None:
+            self.renders.forget()
         self.stage = int(state["stage"])
 
 

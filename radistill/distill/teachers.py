@@ -115,6 +115,13 @@ class FieldTeacher:
     def kind(self) -> str:
         return self.field.kind
 
+    @property
+    def rasterises(self) -> bool:
+        """Whether the teacher draws its images with a rasteriser (Gaussians, meshes): then its
+        point answers (``query``) are a volumetric view that only approximates what it shows,
+        and ray colours must come from its own renders (``ViewRenders``)."""
+        return bool(getattr(self.field, "learns_from_images", False))
+
     def sample_poses(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # [n, 4, 4]
         return self.sampler.sample(n, generator)
 
@@ -139,6 +146,48 @@ class FieldTeacher:
             junction = junction.clone()
             junction[:, 0] = torch.where(empty, torch.full_like(junction[:, 0], RAW_MIN), junction[:, 0])
         return FieldOutputs(sigma, out.rgb, junction)
+
+
+class ViewRenders:
+    """The teacher's own renders of the views of a ``ViewPool``, made on first use and kept
+    until the view is replaced (``forget``); never saved, since they can be made again.
+
+    Example:
+        >>> renders = ViewRenders(teacher, pool)
+        >>> rgb = renders.colors(view, px, py)  # the teacher's colour of those pixels
+    """
+
+    def __init__(self, teacher: FieldTeacher, pool) -> None:
+        self.teacher = teacher
+        self.pool = pool
+        cams = teacher.cameras
+        size = pool.c2w.shape[0]
+        self.images = torch.zeros(size, cams.height, cams.width, 3)  # [V, H, W, 3]
+        self.ready = torch.zeros(size, dtype=torch.bool)
+
+    def image(self, view: int) -> Tensor:
+        """The teacher's render of pool view ``view``.  # [H, W, 3]"""
+        if not bool(self.ready[view]):
+            field = self.teacher.field
+            with torch.no_grad():
+                out = field.render_image(self.teacher.views(self.pool.c2w[view:view + 1]), 0,
+                                         self.teacher.background.to(field.aabb.device))
+            self.images[view] = out["rgb"].detach().clamp(0, 1).cpu()
+            self.ready[view] = True
+        return self.images[view]
+
+    def colors(self, view: Tensor, px: Tensor, py: Tensor) -> Tensor:
+        """The teacher's colours of pixels (``px``, ``py``) of pool views ``view``.  # [n, 3]"""
+        for v in torch.unique(view).tolist():
+            self.image(v)
+        return self.images[view, py, px]
+
+    def forget(self, slots: Tensor | None = None) -> None:
+        """Drop the renders of replaced views (all of them when ``slots`` is None)."""
+        if slots is None:
+            self.ready.zero_()
+        else:
+            self.ready[slots] = False
 
 
 def default_cameras(aabb: Tensor, resolution: int = 100, fov_deg: float = 40.0) -> Cameras:
