@@ -70,6 +70,21 @@ def test_density_loss_lives_in_the_shared_clamped_range():
     assert raw.grad.tolist() == pytest.approx([0.0, 1.0, 1.0])  # the upper clamp lets descent move raw down
 
 
+def test_junction_errors_are_scaled_by_the_spread_of_large_teacher_features(tiny_teacher):
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    objective = DistillObjective(teacher, DistillConfig(), torch.Generator().manual_seed(0))
+    spread = torch.tensor([4.0, 10.0, 0.5] + [2.0] * 13)
+    junction = torch.randn(20000, 16, generator=torch.Generator().manual_seed(1)) * spread + 3.0
+    scale = objective._junction_scale(junction)
+    assert scale[0] == 1.0 and scale[2] == 1.0  # the log-density and small features keep their errors
+    assert torch.allclose(scale[1], torch.tensor(10.0), rtol=0.05) and torch.allclose(scale[3:], torch.tensor(2.0), rtol=0.05)
+    # measured once: later batches do not move it, and a resumed run gets it back
+    assert torch.equal(objective._junction_scale(junction * 100), scale)
+    other = DistillObjective(teacher, DistillConfig(), torch.Generator().manual_seed(0))
+    other.load(objective.state())
+    assert torch.equal(other.junction_scale, scale)
+
+
 def test_from_teacher_inherits_the_decoder_and_the_teacher_scene(tiny_teacher):
     teacher = FieldTeacher.from_checkpoint(tiny_teacher)
     for kind in ("mlp", "tensorf-vm"):

@@ -134,6 +134,7 @@ class DistillObjective:
         self.views = ViewPool(teacher, config.active.view_pool, generator)
         self.hard_rays = HardRayPool(config.active.ray_pool)
         self.renders = ViewRenders(teacher, self.views) if teacher.rasterises else None
+        self.junction_scale = torch.zeros(0)  # set on the first junction loss
         self.stage = 0  # the stage of the last step: ray errors of different stages are not comparable
 
     def step(self, student, n_rays: int, step: int, progress: float, generator: torch.Generator) -> StepLoss:
@@ -183,7 +184,8 @@ class DistillObjective:
 
         point_error = torch.zeros(points.numel(), device=device)
         if point_losses and s_junction is not None and t.junction is not None:
-            err = ((clamped_junction(s_junction) - clamped_junction(t.junction[points])) ** 2).mean(-1)
+            scale = self._junction_scale(t.junction[points])
+            err = (((clamped_junction(s_junction) - clamped_junction(t.junction[points])) / scale) ** 2).mean(-1)
             parts["junction"] = cfg.junction_weight * _mean(err)
             point_error = point_error + err.detach()
         if point_losses and (stage >= 2 or parts.get("junction") is None):
@@ -212,6 +214,21 @@ class DistillObjective:
         loss = sum(parts.values())
         psnr = _psnr(float(parts["rgb"].detach()) / cfg.rgb_weight) if "rgb" in parts and cfg.rgb_weight else math.nan
         return StepLoss(loss, n_samples, psnr, stage, {k: float(v.detach()) for k, v in parts.items()})
+
+    def _junction_scale(self, teacher_junction: Tensor) -> Tensor:
+        """What the junction's squared errors are divided by, channel by channel: 1 for the raw
+        log-density, and the spread of each teacher feature where it is at least 1. Features
+        of some kinds are far larger than others' (standard deviations on lego: hashgrid 0.5,
+        mlp 1.8, tensorf-vm 2.9, tensorf-cp 7.0), and unscaled, a large teacher's junction
+        drowns the colour losses. Measured once, on the first points, and kept (and saved)
+        so that the loss stays one function for the whole run.  # [16]"""
+        if self.junction_scale.numel() == 0:
+            spread = teacher_junction.detach().float().std(0) if teacher_junction.shape[0] > 1 else \
+                torch.ones(teacher_junction.shape[1], device=teacher_junction.device)
+            scale = spread.clamp_min(1.0)
+            scale[0] = 1.0
+            self.junction_scale = scale.cpu()
+        return self.junction_scale.to(teacher_junction.device)
 
     def _refresh_views(self, generator: torch.Generator) -> None:
         """New views in play. With a rasterising teacher, whose views cost a render each, only
@@ -242,6 +259,7 @@ class DistillObjective:
         out = {f"views.{k}": v for k, v in self.views.state().items()}
         out.update({f"rays.{k}": v for k, v in self.hard_rays.state().items()})
         out["stage"] = torch.tensor(self.stage)
+        out["junction_scale"] = self.junction_scale
         return out
 
     def load(self, state: dict[str, Tensor]) -> None:
@@ -250,6 +268,7 @@ class DistillObjective:
         if self.renders is not None:
             self.renders.forget()
         self.stage = int(state["stage"])
+        self.junction_scale = state.get("junction_scale", torch.zeros(0)).clone()
 
 
 def _mean(x: Tensor) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,11 @@ class MLPConfig(NeuralConfig):
     skip: int = -1
     """Hidden layer that receives the encoding again (NeRF: 4); -1 for none."""
     lr: float = 2e-3
+    """Learning rate of the encoder when trained from photos."""
+    distill_lr: float = 5e-3
+    """Learning rate of the encoder when distilled from a teacher: dense point supervision
+    takes a faster rate (lego, hashgrid teacher, 2 CPU minutes: 30.3 dB held-out at 2e-3,
+    30.5 at 5e-3, 30.0 at 1e-2)."""
 
 
 class PEMLPEncoder(nn.Module):
@@ -55,6 +61,10 @@ class MLPField(NeuralField):
     def __init__(self, config: MLPConfig, aabb: Tensor) -> None:
         super().__init__(config, aabb)
         self.encoder = PEMLPEncoder(config)
+
+    @classmethod
+    def distillation_start(cls, config: MLPConfig) -> MLPConfig:
+        return dataclasses.replace(config, lr=config.distill_lr)
 
     def encoder_param_groups(self) -> list[dict[str, Any]]:
         return [{"params": list(self.encoder.parameters()), "lr": self.config.lr}]
