@@ -120,7 +120,7 @@ def prepare_distillation(teacher: str | Path | Representation | FieldTeacher, to
                          student_options: dict[str, Any] | None = None, images: Any = None) -> Distillation:
     """Everything ``convert`` does before its loop (shared with the nerfstudio plugin, whose
     trainer runs the loop): check the pair, build the student from the teacher, pick the
-    photos that stage 3 mixes in."""
+    photos or mesh renders that stage 3 mixes in."""
     teacher = _as_teacher(teacher)
     cls = kind_class(to)
     if to == teacher.kind:
@@ -131,6 +131,9 @@ def prepare_distillation(teacher: str | Path | Representation | FieldTeacher, to
     if images is not None:
         _check_same_scene(teacher, images)
         image_teacher = ImageTeacher.from_scene(images)
+    elif (getattr(teacher.field, "learns_from_images", False) and not teacher.teaches_by_renders
+          and not getattr(cls, "learns_from_images", False)):
+        image_teacher = rendered_views(teacher, RENDERED_VIEWS, config.seed)
     options = config_from_dict(cls.Config, dict(student_options or {}), source=f"{to} options")
     torch.manual_seed(config.seed)
     views = teacher.views(teacher.sample_poses(32, torch.Generator().manual_seed(config.seed)))
@@ -169,6 +172,24 @@ def export_field(path: Path, field: Representation) -> Path:
     from radistill.io.ply import save_gaussians
 
     return save_gaussians(path, field)
+
+
+RENDERED_VIEWS = 64
+
+
+def rendered_views(teacher: FieldTeacher, n: int, seed: int = 0) -> ImageTeacher:
+    """The teacher's own renders of ``n`` random poses, as photos.
+
+    A mesh teaches neural students its volumetric view at the point level, which only
+    approximates its rasterised images; mixing these renders into stage 3
+    (``DistillConfig.image_fraction`` of each batch) pulls the student to what the teacher
+    really shows. (Gaussians teach by their renders alone: ``DistillObjective``.)
+    """
+    from radistill.evaluate import render_image
+
+    cams = teacher.views(teacher.sample_poses(n, torch.Generator().manual_seed(seed + 7)))
+    images = torch.stack([render_image(teacher.field, cams, k, teacher.background)["rgb"] for k in range(n)])
+    return ImageTeacher(images, cams, teacher.background)
 
 
 def compare_on_views(student: Representation, teacher: FieldTeacher, n_views: int, seed: int = 1234) -> dict[str, float]:

@@ -192,7 +192,7 @@ def test_a_rasterising_teacher_teaches_by_its_renders_not_its_volumetric_view(mo
 
     field = random_field(n=200, degree=1)
     teacher = FieldTeacher(field, default_cameras(AABB, resolution=24))
-    assert teacher.rasterises
+    assert teacher.teaches_by_renders
     student = create_field("hashgrid", AABB, log2_table=12, max_resolution=32, samples_per_ray=32)
     g = torch.Generator().manual_seed(0)
     objective = DistillObjective(teacher, DistillConfig(stage_steps=(10, 10, 10)), g)

@@ -116,11 +116,10 @@ class FieldTeacher:
         return self.field.kind
 
     @property
-    def rasterises(self) -> bool:
-        """Whether the teacher draws its images with a rasteriser (Gaussians, meshes): then its
-        point answers (``query``) are a volumetric view that only approximates what it shows,
-        and ray colours must come from its own renders (``ViewRenders``)."""
-        return bool(getattr(self.field, "learns_from_images", False))
+    def teaches_by_renders(self) -> bool:
+        """Whether students learn the teacher's own renders (``ViewRenders``) instead of its
+        point answers: Gaussians, whose volumetric view only approximates what they draw."""
+        return not getattr(self.field, "volumetric_view_teaches", True)
 
     def sample_poses(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # [n, 4, 4]
         return self.sampler.sample(n, generator)

@@ -100,6 +100,9 @@ class GaussiansField(Representation):
     kind: ClassVar[str] = "gaussians"
     Config: ClassVar[type] = GaussiansConfig
     learns_from_images: ClassVar[bool] = True
+    volumetric_view_teaches: ClassVar[bool] = False
+    """As a teacher of neural students, its volumetric view is too far from its rasterised
+    images to teach at the point level: students learn its renders only (``DistillObjective``)."""
     """As a distillation student it fits whole rendered images (no junction, no point losses)."""
 
     config: GaussiansConfig
