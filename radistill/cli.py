@@ -286,12 +286,17 @@ class Demo:
     resolution: int = 64
     """Image size of the built-in scene."""
     convert_seconds: float = 40.0
-    """Budget of each conversion of the hashgrid to mlp, tensorf-vm and tensorf-cp (0: skip them)."""
+    """Budget of each conversion (the hashgrid to every other kind, the Gaussians and the mesh back; 0: skip them)."""
+    steps: int | None = None
+    """Also stop the teacher's training after this many steps (for results that do not depend on the machine's speed)."""
+    convert_steps: int | None = None
+    """Also stop each conversion after this many steps."""
 
     def run(self) -> None:
         from radistill.demo import run_demo
 
-        run_demo(self.output, self.seconds, self.resolution, convert_seconds=self.convert_seconds)
+        run_demo(self.output, self.seconds, self.resolution, convert_seconds=self.convert_seconds, steps=self.steps,
+                 convert_steps=self.convert_steps)
 
 
 Command = Union[

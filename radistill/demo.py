@@ -46,6 +46,14 @@ DEMO_STUDENTS = {"mlp": {"samples_per_ray": 128}, "tensorf-vm": {"samples_per_ra
 EXPORTS = {"gaussians": "scene.ply", "mesh": "scene.glb"}
 
 
+def demo_stage_steps(total: int | None) -> tuple[int, int, int]:
+    """The conversions' stage steps: shares of 10%, 20% and 70% of ``total`` (default 50000, more
+    than any time budget of the demo reaches)."""
+    total = total or 50_000
+    s1, s2 = max(1, total // 10), max(1, total // 5)
+    return s1, s2, max(1, total - s1 - s2)
+
+
 def format_table(rows: list[dict]) -> str:
     header = (f"{'kind':<12} {'from':<9} {'steps':>6} {'seconds':>8} {'PSNR vs teacher':>16} {'PSNR vs GT':>11} "
               f"{'SSIM':>7}")
@@ -58,8 +66,12 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run_demo(output: Path = Path("outputs/demo"), seconds: float = 120.0, resolution: int = 64, seed: int = 0,
-             convert_seconds: float = 40.0) -> dict:
-    """Run the demo; returns the results that it also prints and writes to ``results.json``."""
+             convert_seconds: float = 40.0, steps: int | None = None, convert_steps: int | None = None) -> dict:
+    """Run the demo; returns the results that it also prints and writes to ``results.json``.
+
+    ``seconds`` and ``convert_seconds`` bound the teacher's training and each conversion by time;
+    ``steps`` and ``convert_steps`` also bound them by steps (the stages keep their shares), so that
+    a run whose steps end first gives the same fields on a slow machine as on a fast one."""
     t_start = time.perf_counter()
     output = Path(output)
     print(f"building the built-in scene ({resolution}x{resolution}, 48 train + 8 test views) ...")
@@ -70,7 +82,7 @@ def run_demo(output: Path = Path("outputs/demo"), seconds: float = 120.0, resolu
     field = create_field("hashgrid", scene.aabb, **DEMO_HASHGRID)
     meta = {"cameras": scene.cameras[scene.train_indices].to_dict(), "background": scene.background.tolist(),
             "scene": "builtin"}
-    cfg = TrainConfig(steps=100_000, max_seconds=seconds, batch_rays=4096, target_samples=1 << 16, seed=seed,
+    cfg = TrainConfig(steps=steps or 100_000, max_seconds=seconds, batch_rays=4096, target_samples=1 << 16, seed=seed,
                       checkpoint_every=200)
     result = train(field, ImageTeacher.from_scene(scene), cfg, output / "run_hashgrid", metadata=meta)
     save_field(output / "hashgrid.safetensors", field, extra_metadata=meta)
@@ -90,7 +102,7 @@ def run_demo(output: Path = Path("outputs/demo"), seconds: float = 120.0, resolu
                             output / f"convert_{kind}_to_hashgrid"))
     for source, kind, teacher, options, out_dir in conversions if convert_seconds > 0 else ():
         print(f"converting {source} -> {kind} ({convert_seconds:.0f} s) ...")
-        config = ConvertConfig(distill=DistillConfig(stage_steps=(5000, 10000, 35000)), max_seconds=convert_seconds,
+        config = ConvertConfig(distill=DistillConfig(stage_steps=demo_stage_steps(convert_steps)), max_seconds=convert_seconds,
                                seed=seed, report_views=4)
         conv = convert(teacher, kind, config, options, output=out_dir)
         if kind in EXPORTS:
