@@ -185,7 +185,7 @@ def test_conversion_into_gaussians_and_back_improves_on_the_start(tiny_teacher, 
 
 
 
-def test_a_rasterising_teacher_teaches_by_its_renders_not_its_volumetric_view(monkeypatch):
+def test_a_gaussian_teacher_teaches_by_its_renders_not_its_volumetric_view(monkeypatch):
     from radistill.distill.objectives import DistillConfig, DistillObjective
     from radistill.distill.teachers import FieldTeacher, default_cameras
     from radistill.fields import create_field

@@ -1,4 +1,4 @@
-"""Distillation into a rasterising student (Gaussians, and meshes later): whole rendered views.
+"""Distillation into a rasterising student (Gaussians, meshes): whole rendered views.
 
 Such a student has no junction and no use for point losses; it learns what PVD's third stage
 teaches, from whole images: each step renders one view with the student's rasteriser and
@@ -74,8 +74,7 @@ class ImageDistillObjective:
 
     def refresh(self, generator: torch.Generator) -> None:
         """Replace a sixteenth of the pool (see the module docstring); their renders are redone on use."""
-        slots = self.views.replace(generator, max(1, self.views.c2w.shape[0] // 16), self.config.active.poses)
-        self.renders.forget(slots)
+        self.renders.renew(generator, self.config.active.poses)
 
     def state(self) -> dict[str, Tensor]:
         """The pool (the cached teacher renders are not saved: they are re-rendered on demand)."""

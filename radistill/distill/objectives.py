@@ -234,18 +234,18 @@ class DistillObjective:
         return self.junction_scale.to(teacher_junction.device)
 
     def _refresh_views(self, generator: torch.Generator) -> None:
-        """New views in play. With a rasterising teacher, whose views cost a render each, only
-        a sixteenth of the pool is replaced (``ViewPool.replace``); otherwise all of it."""
+        """New views in play: the whole pool, or, for a teacher that teaches by its renders (each
+        view costs one), a sixteenth of it (``ViewRenders.renew``)."""
         al = self.config.active
         if self.renders is None:
             self.views.refresh(generator, al.hard_view_fraction if al.poses else 0.0)
         else:
-            self.renders.forget(self.views.replace(generator, max(1, self.views.c2w.shape[0] // 16), al.poses))
+            self.renders.renew(generator, al.poses)
 
     def _draw_rays(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor, Tensor, Tensor | None]:
         """Pool rays first (hard-ray level), then fresh rays of the views in play: the rays, the
-        view of each (-1 for pool rays), the pool slots taken, and, with a rasterising teacher,
-        the colour of each ray in the teacher's renders (pixel-centre rays)."""
+        view of each (-1 for pool rays), the pool slots taken, and, for a teacher that teaches by
+        its renders, the colour of each ray in those renders (pixel-centre rays)."""
         al = self.config.active
         n_hard = int(n * al.hard_ray_fraction) if al.rays and len(self.hard_rays) else 0
         hard, slots, hard_rgb = self.hard_rays.take(n_hard, generator)

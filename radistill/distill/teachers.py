@@ -181,6 +181,12 @@ class ViewRenders:
             self.image(v)
         return self.images[view, py, px]
 
+    def renew(self, generator: torch.Generator, hard: bool) -> None:
+        """Replace a sixteenth of the pool's views (``ViewPool.replace``; with ``hard``, the best
+        by perturbed copies of the worst) and drop their renders: each view costs a render, so
+        most of the pool is kept, where a volumetric teacher's pool is renewed whole."""
+        self.forget(self.pool.replace(generator, max(1, self.pool.c2w.shape[0] // 16), hard))
+
     def forget(self, slots: Tensor | None = None) -> None:
         """Drop the renders of replaced views (all of them when ``slots`` is None)."""
         if slots is None:
