@@ -10,8 +10,8 @@
 # 3. runs the Triton kernels' parity tests natively (tests/kernels) and the kernel benchmarks
 #    (benchmarks/kernels.py: each op against its PyTorch reference);
 # 4. once gsplat is built: end-to-end hashgrid training on lego at 800x800 for 60 s with the
-#    profile of a training step, the other GPU parity tests (pytest -m gpu: gsplat,
-#    nvdiffrast where installed) and the rasteriser benchmarks.
+#    profile of a training step, the other GPU tests (pytest -m gpu: gsplat and nvdiffrast
+#    parity where installed, conversions with --device cuda) and the rasteriser benchmarks.
 # Results (JSON and Markdown in the benchmarks' record format, plus one log per stage) go to
 # RESULTS_DIR; stages.txt lists each stage's exit status and seconds. Each stage has a time
 # limit; the whole suite takes about 6 minutes on an H100 and is meant to end within 8.
@@ -80,7 +80,7 @@ grep -q '"gsplat_built": true' "$OUT/gsplat_build.json" 2>/dev/null \
 stage kernel_train 240 python3 benchmarks/kernels.py --only train profile --budget 60 --out "$OUT"
 # only the modules that hold GPU tests: the others import packages the bare machine may lack
 gpu_tests=$(grep -rl "mark.gpu" tests --include="*.py" | grep -v "^tests/kernels/")
-stage gpu_tests 120 python3 -m pytest -q -m gpu $gpu_tests -p no:cacheprovider
+stage gpu_tests 180 python3 -m pytest -q -m gpu $gpu_tests -p no:cacheprovider
 stage gaussians_bench 90 python3 benchmarks/gaussians.py --only raster --out "$OUT"
 stage mesh_bench 60 python3 benchmarks/mesh.py --only raster --out "$OUT"
 echo "suite seconds=$(( $(date +%s) - suite_start )) status=$status" | tee -a "$OUT/stages.txt"

@@ -34,20 +34,10 @@ def _parse_overrides(items: tuple[str, ...]) -> dict:
 
 
 def _device(name: str):
-    """The torch device for --device: ``auto`` is CUDA when there is one, else the CPU."""
-    import torch
+    """The torch device for --device (``radistill.devices.resolve_device``)."""
+    from radistill.devices import resolve_device
 
-    from radistill.errors import ConfigError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown --device {name!r}; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available here (use --device cpu)")
-    return device
+    return resolve_device(name)
 
 
 @dataclass
@@ -152,6 +142,8 @@ class Convert:
     checkpoint_every: int = 250
     """Steps between resumable checkpoints."""
     seed: int = 0
+    device: str = "auto"
+    """Where the teacher and the student run: auto (CUDA when there is one), cpu, cuda, cuda:N."""
     set: tuple[str, ...] = ()
     """Options of the student kind as key=value, e.g. --set log2_table=17."""
 
@@ -171,7 +163,7 @@ class Convert:
         active = ActiveConfig(poses=self.active_poses, rays=self.active_rays, points=self.active_points)
         config = ConvertConfig(distill=DistillConfig(stage_steps=self.stage_steps, active=active),
                                max_seconds=self.max_seconds, batch_rays=self.batch_rays,
-                               checkpoint_every=self.checkpoint_every, seed=self.seed)
+                               checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device)
         result = convert(self.teacher, self.to, config, options, images, self.output, self.resume)
         r = result.report
         print(f"converted {r['from']} -> {r['to']} in {r['steps']} steps ({r['seconds']:.0f} s); saved {result.path}")

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from radistill.devices import resolve_device
 from radistill.distill.engine import TrainConfig, TrainResult, train
 from radistill.distill.objectives import DistillConfig
 from radistill.distill.teachers import FieldTeacher, ImageTeacher
@@ -46,6 +47,9 @@ class ConvertConfig:
     progress: bool = True
     report_views: int = 8
     """Random teacher poses on which the final report compares student and teacher."""
+    device: str = "cpu"
+    """Where teacher and student run: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when there
+    is one). The student is built from the teacher on the CPU, then both move there."""
 
     def train_config(self, default_batch_rays: int = 4096) -> TrainConfig:
         return TrainConfig(steps=self.distill.steps, max_seconds=self.max_seconds,
@@ -82,8 +86,10 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
     config = config or ConvertConfig()
     source = str(teacher) if isinstance(teacher, (str, Path)) else None
     out_dir, export = _output_paths(output, to)
+    device = resolve_device(config.device)  # a bad name fails before any work
     job = prepare_distillation(teacher, to, config, student_options, images)
-    teacher, student, metadata = job.teacher, job.student, job.metadata
+    teacher, student, metadata = job.teacher, job.student.to(device), job.metadata
+    teacher.field.to(device)
     if source is not None:
         metadata["teacher"] = source
     result = train(student, teacher, job.train_config, out_dir, resume, metadata, config.distill, job.image_teacher)
