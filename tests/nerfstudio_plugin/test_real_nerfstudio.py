@@ -78,6 +78,7 @@ def test_convert_a_nerfacto_run_without_its_images(kind, nerfacto_run, small_leg
     assert report["from"] == "nerfacto" and report["to"] == kind
     baseline = flat_background_psnr(FieldTeacher.from_checkpoint(nerfacto_run), report["report_views"])
     record_property("PSNR vs the nerfacto renders (dB)", report["psnr_vs_teacher"])
+    record_property("steps", report["steps"])
     record_property("PSNR of an empty render (dB)", round(baseline, 2))
     assert report["psnr_vs_teacher"] > baseline + 2.5
 
