@@ -121,10 +121,12 @@ class Convert:
     """Folder for checkpoint.safetensors (resumable), <kind>.safetensors and report.json; with
     --to gaussians it may be a .ply or .splat file to export, with --to mesh a .glb or .obj (the
     folder <stem>_convert beside it keeps the rest)."""
-    stage_steps: tuple[int, int, int] = (400, 600, 2000)
-    """Steps of stage 1 (junction), 2 (+ log density and point colour) and 3 (+ rendered colour)."""
+    stage_steps: Optional[tuple[int, int, int]] = None
+    """Steps of stage 1 (junction), 2 (+ log density and point colour) and 3 (+ rendered colour);
+    default: the student kind's own (400 600 2000; mlp 375 1875 750)."""
     max_seconds: Optional[float] = None
-    """Stop after this many seconds; the stages keep their shares of the time."""
+    """Stop after this many seconds; the stages keep their shares of the time (without --stage-steps,
+    the time alone ends the run)."""
     batch_rays: Optional[int] = None
     """Most rays per step (default: the student kind's own, 256 for mlp, else 1024)."""
     images: Optional[str] = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,8 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
     Args:
         teacher: a radistill checkpoint path, a field, or a ``FieldTeacher``.
         to: the student's kind (``mlp``, ``hashgrid``, ``tensorf-vm``, ``tensorf-cp``, ``gaussians``, ``mesh``).
-        config: distillation options (defaults: 3000 steps, all active learning on).
+        config: distillation options (defaults: the student kind's stage steps, 3000 in all, or the
+            whole of ``max_seconds``; all active learning on).
         student_options: options of the student's kind, e.g. ``{"log2_table": 17}``.
         images: a ``SceneData`` of the original photos: mixed into stage 3, and the report
             adds the held-out PSNR.
@@ -133,6 +134,7 @@ def prepare_distillation(teacher: str | Path | Representation | FieldTeacher, to
         raise ConfigError(f"the teacher is already a {to!r} field; pick another --to kind")
     if not hasattr(cls, "from_teacher"):
         raise ConfigError(f"{to!r} cannot be distilled from a teacher")
+    config = replace(config, distill=config.distill.for_student(cls, config.max_seconds))
     image_teacher = None
     if images is not None:
         _check_same_scene(teacher, images)

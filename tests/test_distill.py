@@ -31,6 +31,19 @@ def test_stage_boundaries_follow_the_step_counts():
     assert cfg.steps == 100
     assert [cfg.stage_at(p) for p in (0.0, 0.099, 0.1, 0.299, 0.3, 1.0)] == [1, 1, 2, 2, 3, 3]
     assert DistillConfig(stage_steps=(0, 0, 5)).stage_at(0.0) == 3
+
+
+def test_unset_stage_steps_are_the_student_kinds_own():
+    from radistill.fields.hashgrid import HashGridField
+    from radistill.fields.mlp import MLPField
+
+    unset = DistillConfig()
+    assert unset.for_student(HashGridField).stage_steps == (400, 600, 2000)
+    mlp = unset.for_student(MLPField)
+    assert mlp.stage_steps == (375, 1875, 750) and mlp.stage_at(0.2) == 2 and mlp.stage_at(0.76) == 3
+    timed = unset.for_student(MLPField, max_seconds=60)  # the time ends the run, the shares stay
+    assert timed.steps >= 1000 * 3000 and timed.stage_at(0.2) == 2 and timed.stage_at(0.74) == 2
+    assert DistillConfig(stage_steps=(1, 2, 3)).for_student(MLPField, 60).stage_steps == (1, 2, 3)
     with pytest.raises(ConfigError, match="stage_steps"):
         DistillConfig(stage_steps=(0, 0, 0))
 

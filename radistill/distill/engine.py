@@ -151,7 +151,7 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
             ``from_teacher``.
         teacher: photos (``ImageTeacher``) or a trained field (``FieldTeacher``).
         config: budget, batch size, schedule, checkpoints. With a field teacher the number of
-            steps is the sum of ``distill.stage_steps``.
+            steps is the sum of ``distill.stage_steps`` (``DistillConfig.for_student``).
         out_dir: where ``checkpoint.safetensors`` goes (None: no checkpoints).
         resume: continue from ``out_dir/checkpoint.safetensors`` if it exists.
         metadata: extra checkpoint metadata (for instance the training cameras).
@@ -163,7 +163,7 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
     metadata = dict(metadata or {})
     generator = torch.Generator().manual_seed(config.seed)
     if isinstance(teacher, FieldTeacher):
-        distill = distill or DistillConfig()
+        distill = (distill or DistillConfig()).for_student(student, config.max_seconds)
         config = replace(config, steps=distill.steps)
     objective = objective_for(teacher, generator, distill, images, student)
     runner = StepRunner(student, objective, config, generator)

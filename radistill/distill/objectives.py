@@ -26,7 +26,7 @@ hash grid learning the demo's mesh for 40 s stayed grey, although on lego it did
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -76,13 +76,19 @@ class PhotoObjective:
         pass
 
 
+DEFAULT_STAGE_STEPS = (400, 600, 2000)
+"""Stage steps of a student whose kind names none."""
+
+
 @dataclass
 class DistillConfig:
     """Stages, loss weights and active learning of a distillation (PVD-AL)."""
 
-    stage_steps: tuple[int, int, int] = (400, 600, 2000)
+    stage_steps: tuple[int, int, int] | None = None
     """Steps of stage 1 (junction), 2 (+ log density and point colour) and 3 (+ rendered colour).
-    Under a time budget the stages keep these shares of the time."""
+    Under a time budget the stages keep these shares of the time. None: the student kind's own
+    (``student_stage_steps``: 400, 600, 2000; an mlp spends more of them in stage 2), settled by
+    ``for_student``."""
     junction_weight: float = 1.0
     density_weight: float = 0.1
     color_weight: float = 1.0
@@ -92,19 +98,35 @@ class DistillConfig:
     """Share of each stage-3 batch taken from the original photos, when they are given."""
 
     def __post_init__(self) -> None:
-        if len(self.stage_steps) != 3 or any(s < 0 for s in self.stage_steps) or sum(self.stage_steps) == 0:
+        if self.stage_steps is not None and (len(self.stage_steps) != 3 or any(s < 0 for s in self.stage_steps)
+                                             or sum(self.stage_steps) == 0):
             raise ConfigError(f"stage_steps must be three non-negative step counts with a positive sum, "
                               f"got {self.stage_steps}")
         if not 0 <= self.image_fraction < 1:
             raise ConfigError(f"image_fraction must be in [0, 1), got {self.image_fraction}")
 
+    def for_student(self, student: Any, max_seconds: float | None = None) -> "DistillConfig":
+        """This config with its stage steps settled for ``student`` (a field or its class): the
+        kind's own when none were given. Under a time budget (``max_seconds``) they are scaled
+        far beyond what the budget reaches, so that the time, not the steps, ends the run."""
+        if self.stage_steps is not None:
+            return self
+        steps = tuple(getattr(student, "student_stage_steps", DEFAULT_STAGE_STEPS))
+        if max_seconds is not None:
+            steps = tuple(s * 1000 for s in steps)
+        return replace(self, stage_steps=steps)
+
+    @property
+    def settled_stage_steps(self) -> tuple[int, int, int]:
+        return tuple(self.stage_steps) if self.stage_steps is not None else DEFAULT_STAGE_STEPS
+
     @property
     def steps(self) -> int:
-        return sum(self.stage_steps)
+        return sum(self.settled_stage_steps)
 
     def stage_at(self, progress: float) -> int:
         """The stage (1, 2 or 3) in force at ``progress`` in [0, 1] of the run."""
-        s1, s2, _ = self.stage_steps
+        s1, s2, _ = self.settled_stage_steps
         total = self.steps
         if progress < s1 / total:
             return 1
@@ -298,6 +320,6 @@ def objective_for(teacher: Any, generator: torch.Generator, config: DistillConfi
         if rasterising:
             from radistill.distill.image_objective import ImageDistillObjective
 
-            return ImageDistillObjective(teacher, config or DistillConfig(), generator, images)
-        return DistillObjective(teacher, config or DistillConfig(), generator, images)
+            return ImageDistillObjective(teacher, (config or DistillConfig()).for_student(student), generator, images)
+        return DistillObjective(teacher, (config or DistillConfig()).for_student(student), generator, images)
     raise ConfigError(f"cannot learn from a {type(teacher).__name__}; expected an ImageTeacher or a FieldTeacher")

@@ -69,6 +69,9 @@ class Representation(nn.Module):
     student_batch_rays: ClassVar[int] = 1024
     """Rays per step that suit the kind as a distillation student (an upper bound; the engine
     adapts it to a sample budget). Measured on lego: many smaller steps beat fewer large ones."""
+    student_stage_steps: ClassVar[tuple[int, int, int]] = (400, 600, 2000)
+    """Steps of the three distillation stages that suit the kind as a student, when the user
+    gives none (``DistillConfig.for_student``); under a time budget, their shares of the time."""
 
     def __init__(self, config: Any, aabb: Tensor) -> None:
         super().__init__()

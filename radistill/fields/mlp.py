@@ -56,6 +56,9 @@ class MLPField(NeuralField):
     kind = "mlp"
     Config = MLPConfig
     student_batch_rays = 256  # a small MLP learns faster from many small steps than from few large ones
+    # most of the time in stage 2 (point losses): lego, hashgrid teacher, 2 CPU minutes,
+    # 30.3 dB held-out with shares 12.5/62.5/25 % against 29.9 with 12.5/25/62.5 %
+    student_stage_steps = (375, 1875, 750)
     config: MLPConfig
 
     def __init__(self, config: MLPConfig, aabb: Tensor) -> None:
