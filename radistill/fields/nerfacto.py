@@ -131,19 +131,25 @@ class NerfactoField(Representation):
                 h = torch.relu(h)
         return h
 
-    def _hash(self, corner: Tensor) -> Tensor:  # [N, L, 3] int32 -> [N, L] rows
-        size = 1 << self.config.log2_table
-        v = corner * torch.tensor(PRIMES, device=corner.device)  # int64 products, as nerfstudio computes them
-        h = torch.bitwise_xor(torch.bitwise_xor(v[..., 0], v[..., 1]), v[..., 2]) % size
-        return h + torch.arange(self.config.levels, device=corner.device) * size
+    def _axis_hashes(self, corner: Tensor) -> list[Tensor]:  # [N, L, 3] float -> 3 x [N, L] int32
+        """Each axis's term of nerfstudio's hash at integer corners ``corner``, already reduced
+        modulo the table size: the table size is a power of two, so ``(a ^ b ^ c) % size`` is
+        ``(a & m) ^ (b & m) ^ (c & m)`` with ``m = size - 1``, and the int64 products (as
+        nerfstudio computes them) are taken once per axis rather than once per corner."""
+        mask = (1 << self.config.log2_table) - 1
+        terms = (corner.to(torch.int64) * torch.tensor(PRIMES, device=corner.device)) & mask
+        return list(terms.to(torch.int32).unbind(-1))
 
     def encode(self, q: Tensor) -> Tensor:
         """nerfstudio's PyTorch hash encoding of points in [0, 1]^3.  # [N, L * F]"""
+        n, levels, size = q.shape[0], self.config.levels, 1 << self.config.log2_table
         scaled = q[:, None, :] * self.scalings[:, None]  # [N, L, 3]
-        ceil, floor = torch.ceil(scaled).to(torch.int32), torch.floor(scaled).to(torch.int32)
+        floor = torch.floor(scaled)
         off = scaled - floor
-        f = [self.hash_table[self._hash(torch.where(torch.tensor(c, device=q.device, dtype=torch.bool), ceil, floor))]
-             for c in CORNERS]
+        terms = list(zip(self._axis_hashes(floor), self._axis_hashes(torch.ceil(scaled))))  # per axis: (floor, ceil)
+        level_rows = torch.arange(levels, dtype=torch.int32, device=q.device) * size
+        rows = torch.stack([terms[0][cx] ^ terms[1][cy] ^ terms[2][cz] for cx, cy, cz in CORNERS]) + level_rows
+        f = self.hash_table.index_select(0, rows.flatten()).view(len(CORNERS), n, levels, -1)  # one gather
         ox, oy, oz = off[..., 0:1], off[..., 1:2], off[..., 2:3]
         f03, f12 = f[0] * ox + f[3] * (1 - ox), f[1] * ox + f[2] * (1 - ox)
         f56, f47 = f[5] * ox + f[6] * (1 - ox), f[4] * ox + f[7] * (1 - ox)

@@ -60,6 +60,29 @@ def test_entry_point_module_is_light(ns_env):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_nerfacto_field_is_nerfstudios_own(nerfacto_run, monkeypatch):
+    """radistill's reading of the trained nerfacto run gives the numbers nerfstudio's own modules
+    give: its hash encoding (every level of the trained table) and its base MLP, at points all
+    over the box."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from radistill.io.nerfstudio import load_nerfstudio_run
+
+    ours = load_nerfstudio_run(nerfacto_run)
+    # nerfstudio's checkpoints hold numpy scalars, which torch.load refuses by default since 2.6;
+    # this run was trained by this test session
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    _, pipeline, _, _ = eval_setup(nerfacto_run / "config.yml", test_mode="inference")
+    mlp_base = pipeline.model.field.mlp_base.model.cpu()
+    q = torch.rand(4096, 3, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        theirs_encoding = mlp_base[0].pytorch_fwd(q)
+        ours_encoding = ours.encode(q)
+        torch.testing.assert_close(ours_encoding, theirs_encoding, atol=1e-6, rtol=1e-6)
+        assert theirs_encoding.abs().amax() > 1e-3  # a trained table, not zeros
+        torch.testing.assert_close(ours._mlp(ours.base, ours_encoding)[:, :16], mlp_base(q)[:, :16], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["hashgrid", "gaussians"])
 def test_convert_a_nerfacto_run_without_its_images(kind, nerfacto_run, small_lego, ns_env, tmp_path, record_property):
     from radistill.distill.teachers import FieldTeacher
