@@ -46,6 +46,8 @@ def test_unset_stage_steps_are_the_student_kinds_own():
     assert DistillConfig(stage_steps=(1, 2, 3)).for_student(MLPField, 60).stage_steps == (1, 2, 3)
     with pytest.raises(ConfigError, match="stage_steps"):
         DistillConfig(stage_steps=(0, 0, 0))
+    with pytest.raises(RuntimeError, match="for_student"):  # unsettled: no silent generic shares
+        unset.stage_at(0.5)
 
 
 def test_each_stage_adds_its_losses(tiny_teacher):
@@ -85,7 +87,7 @@ def test_density_loss_lives_in_the_shared_clamped_range():
 
 def test_junction_errors_are_scaled_by_the_spread_of_large_teacher_features(tiny_teacher):
     teacher = FieldTeacher.from_checkpoint(tiny_teacher)
-    objective = DistillObjective(teacher, DistillConfig(), torch.Generator().manual_seed(0))
+    objective = DistillObjective(teacher, DistillConfig(stage_steps=(1, 1, 1)), torch.Generator().manual_seed(0))
     spread = torch.tensor([4.0, 10.0, 0.5] + [2.0] * 13)
     junction = torch.randn(20000, 16, generator=torch.Generator().manual_seed(1)) * spread + 3.0
     scale = objective._junction_scale(junction)
@@ -93,7 +95,7 @@ def test_junction_errors_are_scaled_by_the_spread_of_large_teacher_features(tiny
     assert torch.allclose(scale[1], torch.tensor(10.0), rtol=0.05) and torch.allclose(scale[3:], torch.tensor(2.0), rtol=0.05)
     # measured once: later batches do not move it, and a resumed run gets it back
     assert torch.equal(objective._junction_scale(junction * 100), scale)
-    other = DistillObjective(teacher, DistillConfig(), torch.Generator().manual_seed(0))
+    other = DistillObjective(teacher, DistillConfig(stage_steps=(1, 1, 1)), torch.Generator().manual_seed(0))
     other.load(objective.state())
     assert torch.equal(other.junction_scale, scale)
 
@@ -200,7 +202,7 @@ def test_ray_level_keeps_the_highest_error_rays_and_mixes_them_in(tiny_teacher):
     cfg.stage_steps = (1, 1, 1)
     objective.step(student, 200, 1, 0.0, g)
     assert objective.stage == 1 and len(objective.hard_rays) == 200
-    off = DistillObjective(teacher, DistillConfig(active=ActiveConfig(rays=False)), g)
+    off = DistillObjective(teacher, DistillConfig(stage_steps=(0, 0, 1), active=ActiveConfig(rays=False)), g)
     off.step(student, 200, 1, 1.0, g)
     assert len(off.hard_rays) == 0
 

@@ -76,10 +76,6 @@ class PhotoObjective:
         pass
 
 
-DEFAULT_STAGE_STEPS = (400, 600, 2000)
-"""Stage steps of a student whose kind names none."""
-
-
 @dataclass
 class DistillConfig:
     """Stages, loss weights and active learning of a distillation (PVD-AL)."""
@@ -87,8 +83,8 @@ class DistillConfig:
     stage_steps: tuple[int, int, int] | None = None
     """Steps of stage 1 (junction), 2 (+ log density and point colour) and 3 (+ rendered colour).
     Under a time budget the stages keep these shares of the time. None: the student kind's own
-    (``student_stage_steps``: 400, 600, 2000; an mlp spends more of them in stage 2), settled by
-    ``for_student``."""
+    (``Representation.student_stage_steps``: 400, 600, 2000; an mlp spends more of them in stage
+    2), settled by ``for_student`` before the config is used."""
     junction_weight: float = 1.0
     density_weight: float = 0.1
     color_weight: float = 1.0
@@ -111,14 +107,16 @@ class DistillConfig:
         far beyond what the budget reaches, so that the time, not the steps, ends the run."""
         if self.stage_steps is not None:
             return self
-        steps = tuple(getattr(student, "student_stage_steps", DEFAULT_STAGE_STEPS))
+        steps = tuple(student.student_stage_steps)
         if max_seconds is not None:
             steps = tuple(s * 1000 for s in steps)
         return replace(self, stage_steps=steps)
 
     @property
     def settled_stage_steps(self) -> tuple[int, int, int]:
-        return tuple(self.stage_steps) if self.stage_steps is not None else DEFAULT_STAGE_STEPS
+        if self.stage_steps is None:  # a code path that forgot for_student: the kind's shares would be lost
+            raise RuntimeError("DistillConfig.stage_steps is unset: settle it with for_student(student) first")
+        return tuple(self.stage_steps)
 
     @property
     def steps(self) -> int:
@@ -153,6 +151,7 @@ class DistillObjective:
     def __init__(self, teacher: FieldTeacher, config: DistillConfig, generator: torch.Generator,
                  images: ImageTeacher | None = None) -> None:
         self.teacher = teacher
+        config.settled_stage_steps  # fails now, not mid-run, on a config nobody settled
         self.config = config
         self.images = images
         self.background = teacher.background
