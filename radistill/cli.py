@@ -19,18 +19,9 @@ KIND_HELP = "mlp, hashgrid, tensorf-vm, tensorf-cp, gaussians or mesh"
 
 
 def _parse_overrides(items: tuple[str, ...]) -> dict:
-    from radistill.errors import ConfigError
+    from radistill.fields.base import parse_key_values
 
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    return parse_key_values(items, "--set")
 
 
 def _device(name: str):

@@ -152,8 +152,13 @@ def test_seeds_lie_where_the_teacher_is_dense(tiny_teacher):
 
     teacher = FieldTeacher.from_checkpoint(tiny_teacher)
     views = teacher.views(teacher.sample_poses(8, torch.Generator().manual_seed(0)))
+    rendered = []
+    render = teacher.field.render
+    teacher.field.render = lambda rays, *a, **k: rendered.append(len(rays)) or render(rays, *a, **k)
     field = GaussiansField.from_teacher(teacher.field, GaussiansConfig(initial_gaussians=500, sh_degree=1), views)
     assert 0 < len(field) <= 500
+    # 8 rays a seed, spread evenly over the views, when the views hold more pixels than that
+    assert views.width * views.height * 8 > 8 * 500 and sum(rendered) == 8 * 500
     with torch.no_grad():
         at_seeds = teacher.field.density(field.means).median()
         anywhere = teacher.field.density(torch.rand(500, 3) * 2 - 1).median()

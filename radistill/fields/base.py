@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -178,6 +179,21 @@ def kind_class(kind: str) -> type[Representation]:
         raise ConfigError(f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
     module, name = KINDS[kind].split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def parse_key_values(items: Iterable[str], flag: str = "--set") -> dict[str, Any]:
+    """``key=value`` words as given on a command line (``flag`` names them in errors); each value
+    is read as JSON where it is JSON (numbers, booleans, lists), else kept as a string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def config_from_dict(cls: type, values: dict[str, Any], source: str = "config") -> Any:

@@ -26,10 +26,19 @@ def around_aabb_cameras(aabb: Tensor, n: int, resolution: int, generator: torch.
     return pinhole_cameras(c2w, resolution, fov_deg)
 
 
+RAYS_PER_SEED = 8
+"""Rays rendered per requested seed, at most: enough that the opaque ones outnumber the seeds
+even where the scene covers an eighth of the views."""
+
+
 @torch.no_grad()
 def seed_points(teacher: Representation, n: int, generator: torch.Generator, cameras: Cameras | None = None,
                 views: int = 32, resolution: int = 64, chunk: int = 8192) -> tuple[Tensor, Tensor]:
     """Up to ``n`` points drawn by the teacher's render weights, and the teacher's colour there.
+
+    Every view is rendered whole, or, when all views hold more than ``RAYS_PER_SEED * n``
+    pixels, the same share of random pixels of each: a teacher that is slow to render spends
+    its time on the seeds asked for.
 
     Args:
         cameras: the views to render (those the teacher is meant to be seen from); by default
@@ -44,8 +53,13 @@ def seed_points(teacher: Representation, n: int, generator: torch.Generator, cam
     device = teacher.aabb.device
     positions, dirs = [], []
     step = float((aabb[1] - aabb[0]).norm()) / 256
+    pixels = cams.width * cams.height
+    per_view = min(pixels, -(-RAYS_PER_SEED * n // len(cams)))
     for v in range(len(cams)):
-        rays = cams.image_rays(v).to(device)
+        rays = cams.image_rays(v)
+        if per_view < pixels:
+            rays = rays[torch.randperm(pixels, generator=generator)[:per_view]]
+        rays = rays.to(device)
         for i in range(0, len(rays), chunk):
             sub = rays[i:i + chunk]
             out = teacher.render(sub)

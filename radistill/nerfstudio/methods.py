@@ -64,6 +64,9 @@ class RadistillModelConfig(ModelConfig):
     """A nerfstudio run to distill the field from (None: train from the photos)."""
     background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Colour behind the scene (images with alpha are composited on it)."""
+    options: Tuple[str, ...] = ()
+    """Options of the kind as key=value, as ``radistill convert --set`` takes them, e.g.
+    ``--pipeline.model.options initial_gaussians=20000 sh_degree=1``."""
 
 
 @dataclass

@@ -40,13 +40,16 @@ class RadistillModel(Model):
     def populate_modules(self) -> None:
         from radistill.conversion import ConvertConfig, prepare_distillation
         from radistill.fields import create_field
+        from radistill.fields.base import parse_key_values
 
         super().populate_modules()
         config = self.config
         self.register_buffer("background", torch.tensor(config.background, dtype=torch.float32))
         self.distillation = None
+        options = parse_key_values(config.options, "--pipeline.model.options")
         if config.teacher is not None:
-            self.distillation = prepare_distillation(str(config.teacher), config.kind, ConvertConfig(progress=False))
+            self.distillation = prepare_distillation(str(config.teacher), config.kind, ConvertConfig(progress=False),
+                                                     options)
             self.field = self.distillation.student
             self.frame = SceneFrame.of_run(config.teacher)
         else:
@@ -55,7 +58,7 @@ class RadistillModel(Model):
             if getattr(kind_class(config.kind), "learns_from_images", False):
                 raise ConfigError(f"{config.kind} are not trained from photos by radistill: distil them from a run "
                                   f"(ns-train radistill-distill --teacher RUN --to {config.kind})")
-            self.field = create_field(config.kind, self.scene_box.aabb.float())
+            self.field = create_field(config.kind, self.scene_box.aabb.float(), **options)
             self.frame = SceneFrame.identity()
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
