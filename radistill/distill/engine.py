@@ -170,7 +170,7 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
     step, elapsed, samples = 0, 0.0, 0
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if resume and ckpt is not None and ckpt.exists():
-        step, elapsed, samples, runner.batch_rays, runner.opt = _restore(ckpt, student, generator, objective)
+        step, elapsed, samples, runner.batch_rays, runner.opt = restore_training_checkpoint(ckpt, student, generator, objective)
     history: list[dict[str, float]] = []
     by_time = config.max_seconds is not None
     bar = tqdm(total=round(config.max_seconds) if by_time else config.steps, initial=round(elapsed) if by_time else step,
@@ -229,7 +229,9 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
     return TrainResult(step, elapsed, samples, history)
 
 
-def _restore(ckpt: Path, student: Representation, generator: torch.Generator, objective: Any):
+def restore_training_checkpoint(ckpt: Path, student: Representation, generator: torch.Generator, objective: Any):
+    """Load a ``save_training_checkpoint`` file into ``student``, ``generator`` and ``objective``;
+    returns its step, elapsed seconds, samples, batch size and a fresh optimiser holding its state."""
     tensors, meta = read_checkpoint(ckpt)
     if meta.get("kind") != student.kind:
         raise CheckpointError(f"{ckpt}: holds a {meta.get('kind')!r} field, cannot resume a {student.kind!r} run")

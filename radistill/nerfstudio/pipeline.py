@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Dict, Tuple
 
 import torch
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline
 from torch import Tensor
 
-from radistill.distill.engine import StepRunner, TrainConfig
+from radistill.distill.engine import StepRunner, TrainConfig, restore_training_checkpoint, save_training_checkpoint
 from radistill.distill.objectives import DistillConfig, PhotoObjective, objective_for
 from radistill.distill.teachers import RayBatch
 from radistill.nerfstudio.model import RadistillModel, composite
@@ -49,6 +50,20 @@ class RadistillPipeline(VanillaPipeline):
             objective = PhotoObjective(self.photos)
             train_config = TrainConfig(steps=total_steps, batch_rays=config.batch_rays, target_samples=None)
         self.runner = StepRunner(model.field, objective, train_config, generator)
+
+    def save_radistill_state(self, path: Path, step: int) -> None:
+        """radistill's training state (optimiser moments, random state, batch size, the objective's
+        pools) as a radistill training checkpoint: nerfstudio's own checkpoint holds the field only."""
+        runner = self.runner
+        save_training_checkpoint(path, self.model.field, runner.opt, step, 0.0, 0, runner.generator, runner.config,
+                                 {"train_batch_rays": runner.batch_rays}, runner.objective.state())
+
+    def load_radistill_state(self, path: Path) -> int:
+        """Restore what ``save_radistill_state`` wrote; returns its step."""
+        runner = self.runner
+        step, _, _, runner.batch_rays, runner.opt = restore_training_checkpoint(path, self.model.field, runner.generator,
+                                                                                runner.objective)
+        return step
 
     def radistill_step(self, step: int, progress: float) -> Tuple[Tensor, Dict[str, Tensor], Dict[str, Any]]:
         """One optimisation step; returns the loss, the loss parts and the metrics nerfstudio logs."""

@@ -191,6 +191,30 @@ def test_ns_train_radistill_hashgrid_learns_the_photos(small_lego, ns_env, tmp_p
     assert score > empty + 5.0
 
 
+def test_ns_train_resumes_radistills_optimiser_with_load_dir(small_lego, ns_env, tmp_path):
+    """--load-dir brings back the field from nerfstudio's checkpoint and radistill's optimiser
+    (moments, step counts), random state and batch size from its own state file beside it."""
+    from radistill.io.checkpoint import read_checkpoint
+
+    def run(name: str, iterations: int, *extra: str) -> Path:
+        ns("ns-train", "radistill-hashgrid", *CPU, "--max-num-iterations", str(iterations), "--steps-per-save", "10",
+           "--pipeline.datamanager.train-num-rays-per-batch", "512", "--output-dir", str(tmp_path),
+           "--experiment-name", "lego", "--timestamp", name, *extra, "blender-data", "--data", str(small_lego),
+           env=ns_env)
+        return tmp_path / "lego" / "radistill-hashgrid" / name
+
+    first = run("first", 20)
+    states = sorted((first / "radistill_state").iterdir())
+    assert [p.name for p in states] == ["step-000000019.safetensors"]  # only the latest, like nerfstudio's
+    tensors, meta = read_checkpoint(states[0])
+    adam_steps = {k: float(v) for k, v in tensors.items() if k.startswith("optim.") and k.endswith(".step")}
+    assert adam_steps and set(adam_steps.values()) == {20.0}
+    second = run("second", 10, "--load-dir", str(first / "nerfstudio_models"))  # 10 more: steps 20-29
+    tensors, _ = read_checkpoint(second / "radistill_state" / "step-000000029.safetensors")
+    resumed = {k: float(v) for k, v in tensors.items() if k.startswith("optim.") and k.endswith(".step")}
+    assert resumed.keys() == adam_steps.keys() and set(resumed.values()) == {30.0}  # 20 restored + 10, not 10
+
+
 def test_ns_train_radistill_distill_names_a_folder_that_is_no_run(ns_env, tmp_path):
     from pathlib import Path as _Path
 
