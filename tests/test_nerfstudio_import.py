@@ -351,3 +351,68 @@ def test_nerfacto_renders_the_same_with_its_occupancy_grid(tmp_path):
     # a teacher reports the skipped space empty
     x = grid.cell_centers()[~grid.occupied][:100]
     assert field.empty_mask(x).all()
+
+
+# ---------------------------------------------------------------- the run's cameras
+
+def capture_transforms(n: int = 5) -> dict:
+    """A nerfstudio capture's transforms.json: shared intrinsics, poses looking at the origin."""
+    c2w = orbit_poses(n, 3.0, 20.0)
+    return {"fl_x": 60.0, "fl_y": 58.0, "cx": 33.0, "cy": 23.5, "w": 64, "h": 48,
+            "frames": [{"file_path": f"images/frame_{i:05d}.png", "transform_matrix": c2w[i].tolist()} for i in range(n)]}
+
+
+def test_a_run_teaches_from_the_capture_its_config_names(tmp_path):
+    """The data set is named relative to where ns-train ran (the folder holding outputs/), and
+    nerfstudio's downscale_factor scales the intrinsics."""
+    from radistill.cameras import LikeCamerasSampler
+    from radistill.distill.teachers import FieldTeacher
+
+    run = tmp_path / "outputs" / "scene" / "splatfacto" / "run"
+    write_run(run)
+    config = (run / "config.yml").read_text()
+    (run / "config.yml").write_text(config.replace(
+        "pipeline: !!python/object:nerfstudio.pipelines.base_pipeline.VanillaPipelineConfig\n",
+        "pipeline: !!python/object:nerfstudio.pipelines.base_pipeline.VanillaPipelineConfig\n"
+        "  datamanager: !!python/object:nerfstudio.data.datamanagers.base_datamanager.VanillaDataManagerConfig\n"
+        "    data: null\n"
+        "    dataparser: !!python/object:nerfstudio.data.dataparsers.nerfstudio_dataparser.NerfstudioDataParserConfig\n"
+        "      data: !!python/object/apply:pathlib.PosixPath\n      - data\n      - scene\n"
+        "      downscale_factor: 2\n"))
+    meta = capture_transforms()
+    (tmp_path / "data" / "scene").mkdir(parents=True)
+    (tmp_path / "data" / "scene" / "transforms.json").write_text(json.dumps(meta))
+    teacher = FieldTeacher.from_checkpoint(run)
+    cams = teacher.cameras
+    assert type(teacher.sampler) is LikeCamerasSampler
+    torch.testing.assert_close(cams.c2w, torch.tensor([f["transform_matrix"] for f in meta["frames"]]))
+    assert (cams.width, cams.height) == (32, 24)
+    torch.testing.assert_close(torch.stack([cams.fx, cams.fy, cams.cx, cams.cy]),
+                               torch.tensor([30.0, 29.0, 16.5, 11.75])[:, None].expand(4, 5))
+    # sampled poses keep the capture's distance to the point it looks at
+    poses = teacher.sample_poses(64, torch.Generator().manual_seed(0))
+    assert abs(float(poses[:, :3, 3].norm(dim=-1).mean()) - 3.0) < 0.1
+
+
+def test_a_run_trained_on_blender_data_teaches_from_its_training_cameras(tmp_path, shared_data):
+    from radistill.distill.teachers import FieldTeacher
+
+    lego = shared_data / "nerf_synthetic" / "lego"
+    write_run(tmp_path / "run")
+    config = (tmp_path / "run" / "config.yml").read_text()
+    (tmp_path / "run" / "config.yml").write_text(config.replace("- data\n- scene\n", "".join(
+        f"- {part}\n" for part in lego.resolve().parts)))
+    meta = json.loads((lego / "transforms_train.json").read_text())
+    cams = FieldTeacher.from_checkpoint(tmp_path / "run").cameras
+    assert len(cams) == 100 and (cams.width, cams.height) == (800, 800)
+    torch.testing.assert_close(cams.c2w[7], torch.tensor(meta["frames"][7]["transform_matrix"]))
+    assert float(cams.fx[0]) == pytest.approx(400 / math.tan(meta["camera_angle_x"] / 2))
+
+
+def test_a_run_whose_data_set_is_gone_says_so_and_samples_around_its_box(tmp_path):
+    from radistill.distill.teachers import FieldTeacher, SphereLikeSampler
+
+    write_run(tmp_path / "run")
+    with pytest.warns(UserWarning, match="the data set data/scene that config.yml names is not here"):
+        teacher = FieldTeacher.from_checkpoint(tmp_path / "run")
+    assert isinstance(teacher.sampler, SphereLikeSampler)

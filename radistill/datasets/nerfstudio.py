@@ -23,13 +23,13 @@ def _number(value: object, what: str, source: Path) -> float:
     return float(value)
 
 
-def _intrinsic(frame: dict, meta: dict, key: str, source: Path, index: int) -> float:
+def frame_intrinsic(frame: dict, meta: dict, key: str, source: Path, index: int) -> float:
     if key in frame:
         return _number(frame[key], f"frame {index} '{key}'", source)
     if key in meta:
         return _number(meta[key], f"'{key}'", source)
     if key == "fl_y":
-        return _intrinsic(frame, meta, "fl_x", source, index)
+        return frame_intrinsic(frame, meta, "fl_x", source, index)
     raise DatasetError(f"{source}: frame {index} has no '{key}' and the file has no shared '{key}'")
 
 
@@ -55,7 +55,7 @@ def load_nerfstudio(root: str | Path, downscale: float = 1.0, background: tuple[
     paths = [frame_image_path(root, f, source, i) for i, f in enumerate(frames)]
     c2w = np.stack([frame_matrix(f, source, i) for i, f in enumerate(frames)])
     check_poses(c2w, source)
-    intr = np.array([[_intrinsic(f, meta, k, source, i) for k in INTRINSICS] for i, f in enumerate(frames)])
+    intr = np.array([[frame_intrinsic(f, meta, k, source, i) for k in INTRINSICS] for i, f in enumerate(frames)])
     if len(np.unique(intr[:, 4:6], axis=0)) > 1:
         raise DatasetError(f"{source}: frames declare different image sizes (w, h); radistill needs one size")
 

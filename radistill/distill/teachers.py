@@ -90,9 +90,9 @@ class FieldTeacher:
 
         suffix = Path(path).suffix.lower()
         if Path(path).is_dir():  # a nerfstudio run folder
-            from radistill.io.nerfstudio import load_nerfstudio_run
+            from radistill.io.nerfstudio import load_nerfstudio_run, training_cameras
 
-            return cls(load_nerfstudio_run(path).to(device))
+            return cls(load_nerfstudio_run(path).to(device), training_cameras(path))
         if suffix in TENSORF_SUFFIXES:  # other programs' checkpoints: no cameras saved
             from radistill.io.tensorf import load_tensorf
 

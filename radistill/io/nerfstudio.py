@@ -15,6 +15,9 @@ with it); and ``nerfacto`` of the PyTorch hash-grid build, which becomes a teach
 with nerfacto's own arithmetic (``radistill.fields.nerfacto``) in the world frame; and
 ``nerfacto`` of the tiny-cuda-nn build (its base network and hash grid in one flat vector, its
 colour network in another; layout in ``radistill.io.tcnn``).
+
+The cameras a run was trained with (``training_cameras``) are not in the run folder: they are
+read from the data set its ``config.yml`` names, when that is on this machine.
 """
 
 from __future__ import annotations
@@ -22,18 +25,25 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from radistill.errors import CheckpointError
+from radistill.cameras import Cameras
+from radistill.datasets.blender import frame_image_path, frame_matrix, read_transforms
+from radistill.datasets.nerfstudio import INTRINSICS, frame_intrinsic
+from radistill.errors import CheckpointError, DatasetError
 from radistill.fields.sh import rotate_sh
 from radistill.io.foreign import load_pickled_weights
 
 SUPPORTED = ("splatfacto", "nerfacto")
 SH_C0 = 0.28209479177387814
+BLENDER_SIZE = 800
+"""Image side of a NeRF Blender scene whose images are gone (the NeRF-Synthetic size)."""
 
 
 def is_nerfstudio_run(path: str | Path) -> bool:
@@ -206,6 +216,90 @@ def load_nerfstudio_run(path: str | Path):
     params = gaussians_to_world(_splatfacto_params(data["pipeline"], config, ckpt), rotation, translation, scale)
     return GaussiansField.from_params(params["means"], params["quats"], params["log_scales"],
                                       params["logit_opacities"], params["sh"])
+
+
+def training_cameras(path: str | Path) -> Cameras | None:
+    """The cameras a nerfstudio run was trained with, in the data set's world frame (the frame
+    ``load_nerfstudio_run`` puts the scene in), read from the data set its ``config.yml`` names:
+    ``transforms_train.json`` of a NeRF Blender folder (``blender-data``) or the ``transforms.json``
+    of a nerfstudio capture (``nerfstudio-data``, scaled by its ``downscale_factor``).
+
+    A distillation draws its poses like these cameras. When they cannot be read (the data set
+    was moved, or another data parser made the run), a warning says why and None is returned:
+    the poses are then drawn all around the scene's box.
+    """
+    run = Path(path)
+    config = read_config(run / "config.yml")
+    datamanager = (config.get("pipeline") or {}).get("datamanager") or {}
+    parser = datamanager.get("dataparser") or {}
+    named = parser.get("data") or datamanager.get("data") or config.get("data")
+    if not named:
+        warnings.warn(f"{run}: config.yml names no data set; poses are drawn all around the scene's box", stacklevel=2)
+        return None
+    data = _find_data(Path(str(named)), run)
+    if data is None:
+        warnings.warn(f"{run}: the data set {named} that config.yml names is not here; poses are drawn all around "
+                      "the scene's box instead of like the run's cameras", stacklevel=2)
+        return None
+    try:
+        if data.is_dir() and (data / "transforms_train.json").is_file():
+            return _blender_cameras(data)
+        transforms = data if data.is_file() else data / "transforms.json"
+        if transforms.is_file():
+            return _capture_cameras(transforms, parser.get("downscale_factor"))
+    except DatasetError as exc:
+        warnings.warn(f"{run}: cannot read the run's cameras ({exc}); poses are drawn all around the scene's box",
+                      stacklevel=2)
+        return None
+    warnings.warn(f"{run}: {data} holds neither transforms_train.json (NeRF Blender) nor transforms.json "
+                  "(nerfstudio); poses are drawn all around the scene's box", stacklevel=2)
+    return None
+
+
+def _find_data(named: Path, run: Path) -> Path | None:
+    """The data set path as written (absolute, or relative to where ns-train ran: here, or the
+    folder holding ``outputs/``, three levels above the run)."""
+    candidates = [named] if named.is_absolute() else [Path.cwd() / named, *(p / named for p in run.resolve().parents[2:5])]
+    return next((c for c in candidates if c.exists()), None)
+
+
+def _blender_cameras(root: Path) -> Cameras:
+    """The training cameras of a NeRF Blender folder; the image size comes from the first image
+    (nerfstudio's blender parser does the same), or is 800x800 when the images are gone."""
+    source = root / "transforms_train.json"
+    meta = read_transforms(source)
+    if not meta["frames"]:
+        raise DatasetError(f"{source}: 'frames' is empty")
+    angle = meta.get("camera_angle_x")
+    if not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
+        raise DatasetError(f"{source}: 'camera_angle_x' must be a field of view in radians, got {angle!r}")
+    c2w = torch.from_numpy(np.stack([frame_matrix(f, source, i) for i, f in enumerate(meta["frames"])])).float()
+    try:
+        from PIL import Image
+
+        with Image.open(frame_image_path(root, meta["frames"][0], source, 0)) as image:
+            width, height = image.size
+    except OSError:
+        width = height = BLENDER_SIZE
+    focal = torch.full((len(c2w),), 0.5 * width / math.tan(0.5 * float(angle)))
+    return Cameras(c2w, focal, focal.clone(), torch.full_like(focal, width / 2), torch.full_like(focal, height / 2),
+                   width, height)
+
+
+def _capture_cameras(source: Path, downscale: Any) -> Cameras:
+    """The cameras of a nerfstudio ``transforms.json`` (shared or per-frame intrinsics)."""
+    meta = read_transforms(source)
+    frames = meta["frames"]
+    if not frames:
+        raise DatasetError(f"{source}: 'frames' is empty")
+    c2w = torch.from_numpy(np.stack([frame_matrix(f, source, i) for i, f in enumerate(frames)])).float()
+    intr = torch.tensor([[frame_intrinsic(f, meta, k, source, i) for k in INTRINSICS] for i, f in enumerate(frames)])
+    if len(torch.unique(intr[:, 4:6], dim=0)) > 1:
+        raise DatasetError(f"{source}: frames declare different image sizes (w, h)")
+    factor = float(downscale) if isinstance(downscale, (int, float)) and downscale > 0 else 1.0
+    intr = intr / factor
+    return Cameras(c2w, intr[:, 0], intr[:, 1], intr[:, 2], intr[:, 3], round(float(intr[0, 4])),
+                   round(float(intr[0, 5])))
 
 
 def _layers(state: dict[str, Any], prefix: str, ckpt: Path) -> list[tuple[Tensor, Tensor]]:

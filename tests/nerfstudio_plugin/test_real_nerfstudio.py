@@ -83,6 +83,50 @@ def test_nerfacto_field_is_nerfstudios_own(nerfacto_run, monkeypatch):
         torch.testing.assert_close(ours._mlp(ours.base, ours_encoding)[:, :16], mlp_base(q)[:, :16], atol=1e-5, rtol=1e-5)
 
 
+def test_a_nerfacto_run_teaches_from_the_cameras_it_was_trained_with(nerfacto_run, small_lego, record_property):
+    """The run's cameras come from the data set its config.yml names, in the frame the field is
+    in: the silhouette the teacher renders from a training camera overlaps that camera's photo
+    more than any other training photo (the short CPU run renders a blurry lego, so colours
+    tell little)."""
+    import math
+
+    from PIL import Image
+
+    from radistill.cameras import LikeCamerasSampler
+    from radistill.distill.teachers import FieldTeacher
+    from radistill.evaluate import render_image
+
+    meta = json.loads((small_lego / "transforms_train.json").read_text())
+    teacher = FieldTeacher.from_checkpoint(nerfacto_run)
+    cams = teacher.cameras
+    assert type(teacher.sampler) is LikeCamerasSampler and len(cams) == len(meta["frames"]) == 21
+    torch.testing.assert_close(cams.c2w, torch.tensor([f["transform_matrix"] for f in meta["frames"]]))
+    assert (cams.width, cams.height) == (100, 100)
+    torch.testing.assert_close(cams.fx, torch.full((21,), 50 / math.tan(meta["camera_angle_x"] / 2)))
+
+    def photo_mask(frame: dict) -> torch.Tensor:
+        rgba = np.asarray(Image.open(small_lego / (frame["file_path"] + ".png")).convert("RGBA"))
+        return torch.from_numpy(rgba[..., 3] > 127)
+
+    seen = render_image(teacher.field, cams, 0, teacher.background)["opacity"] > 0.5
+    iou = [float((seen & m).sum() / (seen | m).sum()) for m in map(photo_mask, meta["frames"])]
+    record_property("silhouette IoU with its own photo / best other", f"{iou[0]:.2f} / {max(iou[1:]):.2f}")
+    assert iou[0] > max(iou[1:]) + 0.05
+
+
+def test_a_nerfacto_run_without_its_data_set_warns_and_still_teaches(nerfacto_run, small_lego):
+    from radistill.distill.teachers import FieldTeacher, SphereLikeSampler
+
+    hidden = small_lego.with_name(small_lego.name + "_gone")
+    small_lego.rename(hidden)
+    try:
+        with pytest.warns(UserWarning, match="is not here; poses are drawn all around the scene's box"):
+            teacher = FieldTeacher.from_checkpoint(nerfacto_run)
+    finally:
+        hidden.rename(small_lego)
+    assert isinstance(teacher.sampler, SphereLikeSampler)
+
+
 @pytest.mark.parametrize("kind", ["hashgrid", "gaussians"])
 def test_convert_a_nerfacto_run_without_its_images(kind, nerfacto_run, small_lego, ns_env, tmp_path, record_property):
     from radistill.distill.teachers import FieldTeacher
@@ -96,13 +140,16 @@ def test_convert_a_nerfacto_run_without_its_images(kind, nerfacto_run, small_leg
         # (50000: 23.6), 7-9 dB above an empty render
         stages = ["4", "6", "30"] if kind == "gaussians" else ["10", "15", "75"]
         options = ["--set", "initial_gaussians=5000"] if kind == "gaussians" else []
-        radistill("convert", str(nerfacto_run), "--to", kind, "--stage-steps", *stages, *options, "--max-seconds", "300",
-                  "--output", str(tmp_path / kind), env=ns_env)
+        proc = radistill("convert", str(nerfacto_run), "--to", kind, "--stage-steps", *stages, *options,
+                         "--max-seconds", "300", "--output", str(tmp_path / kind), env=ns_env)
+        assert "is not here; poses are drawn all around the scene's box" in proc.stderr
+        with pytest.warns(UserWarning, match="is not here"):  # the teacher as the conversion saw it
+            teacher = FieldTeacher.from_checkpoint(nerfacto_run)
     finally:
         hidden.rename(small_lego)
     report = json.loads((tmp_path / kind / "report.json").read_text())
     assert report["from"] == "nerfacto" and report["to"] == kind and report["steps"] == sum(map(int, stages))
-    baseline = flat_background_psnr(FieldTeacher.from_checkpoint(nerfacto_run), report["report_views"])
+    baseline = flat_background_psnr(teacher, report["report_views"])
     record_property("PSNR vs the nerfacto renders (dB)", report["psnr_vs_teacher"])
     record_property("steps", report["steps"])
     record_property("PSNR of an empty render (dB)", round(baseline, 2))
