@@ -47,7 +47,8 @@ def brute_force(means, quats, scales, opacities, colors, cam: Camera, background
     t = torch.cumprod(1 - alpha, -1)
     w = alpha * torch.cat([torch.ones_like(t[:, :1]), t[:, :-1]], -1)
     rgb = w @ colors[order] + (1 - w.sum(-1, keepdim=True)) * background
-    return rgb.reshape(cam.height, cam.width, 3), w.sum(-1).reshape(cam.height, cam.width)
+    depth = w @ proj.depths[order]
+    return rgb.reshape(cam.height, cam.width, 3), w.sum(-1).reshape(cam.height, cam.width), depth.reshape(cam.height, cam.width)
 
 
 def test_lone_gaussian_pixel_has_the_ewa_alpha():
@@ -71,17 +72,23 @@ def test_tiles_match_brute_force_values_and_gradients(tile, depth_block):
     params = [p.requires_grad_() for p in random_gaussians(80)]
     bg = torch.tensor([0.2, 0.3, 0.4])
     proj = project(params[0], covariances(params[1], params[2]), cam, params[3])
-    rgb, alpha, _ = composite_tiles(proj, params[4], params[3], cam.width, cam.height, depth_block=depth_block,
-                                    tile=tile)
+    rgb, alpha, depth = composite_tiles(proj, params[4], params[3], cam.width, cam.height, depth_block=depth_block,
+                                        tile=tile)
     rgb = rgb + (1 - alpha)[..., None] * bg
-    ref_rgb, ref_alpha = brute_force(*params, cam, bg)
+    ref_rgb, ref_alpha, ref_depth = brute_force(*params, cam, bg)
     assert torch.allclose(rgb, ref_rgb, atol=1e-5) and torch.allclose(alpha, ref_alpha, atol=1e-5)
-    upstream = torch.randn_like(rgb)
-    grads = torch.autograd.grad((rgb * upstream).sum(), params)
-    ref_grads = torch.autograd.grad((ref_rgb * upstream).sum(), params)
+    assert torch.allclose(depth, ref_depth, atol=1e-4)
+    # random upstream gradients on every output: colour, opacity and depth
+    up = [torch.randn_like(rgb), torch.randn_like(alpha), torch.randn_like(depth)]
+
+    def loss(outputs):
+        return sum((o * u).sum() for o, u in zip(outputs, up))
+
+    grads = torch.autograd.grad(loss((rgb, alpha, depth)), params)
+    ref_grads = torch.autograd.grad(loss((ref_rgb, ref_alpha, ref_depth)), params)
     for g, r in zip(grads, ref_grads):
         assert torch.allclose(g, r, atol=1e-4, rtol=1e-3)
-    assert any(g.abs().sum() > 0 for g in grads)
+        assert r.abs().sum() > 0  # every parameter gets a gradient here
 
 
 def test_saturated_pixels_stop_before_transmittance_reaches_the_floor():
