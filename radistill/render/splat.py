@@ -257,6 +257,7 @@ class _CompositeGroup(torch.autograd.Function):
         done = torch.zeros(n, p, dtype=torch.bool, device=device)
         active = torch.arange(n, device=device)
         blocks = []
+        keep_blocks = any(ctx.needs_input_grad[:5])  # nothing to keep for a render without gradients
         k0 = 0
         while active.numel():
             k = k0 + torch.arange(depth_block, device=device)  # [B]
@@ -281,7 +282,8 @@ class _CompositeGroup(torch.autograd.Function):
             depth[active] += (w * depths[idx][:, None, :]).sum(-1)
             transmittance[active] = t_in * cum[:, :, -1]
             done[active] = done[active] | stopped[:, :, -1] | (transmittance[active] <= T_MIN)
-            blocks.append((active, idx, alpha, t_in))
+            if keep_blocks:
+                blocks.append((active, idx, alpha, t_in))
             k0 += depth_block
             still = (count[active] > k0) & ~done[active].all(-1)
             active = active[still]
