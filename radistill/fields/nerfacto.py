@@ -54,6 +54,76 @@ def nerfstudio_sh(v: Tensor) -> Tensor:
         1.445305721320277 * z * (xx - yy), 0.5900435899266435 * x * (xx - 3 * yy)], -1)
 
 
+class NerfstudioHashGrid(nn.Module):
+    """nerfstudio's PyTorch hash encoding (``HashEncoding.pytorch_fwd``) with a trained table.
+
+    Every level is hashed, at ``floor(min_res * g^l)`` cells (nerfstudio's own float64 growth
+    ``g``: at 16 levels from 16 to 2048 the last level scales by 2047, not 2048).
+    """
+
+    def __init__(self, table: Tensor, levels: int, log2_table: int, min_res: int, max_res: int) -> None:
+        super().__init__()
+        self.log2_table = log2_table
+        self.register_buffer("table", table.float())
+        growth = self.growth(levels, min_res, max_res)
+        self.register_buffer("scalings", torch.floor(min_res * growth ** torch.arange(levels)).float())
+
+    @staticmethod
+    def growth(levels: int, min_res: int, max_res: int) -> float:
+        """nerfstudio's per-level growth, computed as it does (numpy float64)."""
+        return float(np.exp((np.log(max_res) - np.log(min_res)) / (levels - 1))) if levels > 1 else 1.0
+
+    def _axis_hashes(self, corner: Tensor) -> list[Tensor]:  # [N, L, 3] float -> 3 x [N, L] int32
+        """Each axis's term of nerfstudio's hash at integer corners ``corner``, already reduced
+        modulo the table size: the table size is a power of two, so ``(a ^ b ^ c) % size`` is
+        ``(a & m) ^ (b & m) ^ (c & m)`` with ``m = size - 1``, and the int64 products (as
+        nerfstudio computes them) are taken once per axis rather than once per corner."""
+        mask = (1 << self.log2_table) - 1
+        terms = (corner.to(torch.int64) * torch.tensor(PRIMES, device=corner.device)) & mask
+        return list(terms.to(torch.int32).unbind(-1))
+
+    def forward(self, q: Tensor) -> Tensor:
+        """Features of points in [0, 1]^3.  # [N, L * F]"""
+        n, levels, size = q.shape[0], self.scalings.shape[0], 1 << self.log2_table
+        scaled = q[:, None, :] * self.scalings[:, None]  # [N, L, 3]
+        floor = torch.floor(scaled)
+        off = scaled - floor
+        terms = list(zip(self._axis_hashes(floor), self._axis_hashes(torch.ceil(scaled))))  # per axis: (floor, ceil)
+        level_rows = torch.arange(levels, dtype=torch.int32, device=q.device) * size
+        rows = torch.stack([terms[0][cx] ^ terms[1][cy] ^ terms[2][cz] for cx, cy, cz in CORNERS]) + level_rows
+        f = self.table.index_select(0, rows.flatten()).view(len(CORNERS), n, levels, -1)  # one gather
+        ox, oy, oz = off[..., 0:1], off[..., 1:2], off[..., 2:3]
+        f03, f12 = f[0] * ox + f[3] * (1 - ox), f[1] * ox + f[2] * (1 - ox)
+        f56, f47 = f[5] * ox + f[6] * (1 - ox), f[4] * ox + f[7] * (1 - ox)
+        f0312, f4756 = f03 * oy + f12 * (1 - oy), f47 * oy + f56 * (1 - oy)
+        return (f0312 * oz + f4756 * (1 - oz)).flatten(1)
+
+
+def mlp_layers(layers: list[tuple[Tensor, Tensor | None]]) -> nn.ModuleList:
+    """Frozen linear layers holding the given weights and biases."""
+    out = nn.ModuleList()
+    for w, b in layers:
+        layer = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+        layer.weight.data.copy_(w)
+        if b is not None:
+            layer.bias.data.copy_(b)
+        layer.requires_grad_(False)
+        out.append(layer)
+    return out
+
+
+def run_mlp(layers: Any, h: Tensor) -> Tensor:
+    """nerfstudio's MLP: ReLU hidden layers, no output activation; inputs zero-padded to the
+    first layer's width (tiny-cuda-nn pads)."""
+    if h.shape[1] < layers[0].in_features:
+        h = torch.nn.functional.pad(h, (0, layers[0].in_features - h.shape[1]))
+    for i, layer in enumerate(layers):
+        h = layer(h)
+        if i < len(layers) - 1:
+            h = torch.relu(h)
+    return h
+
+
 def contract(x: Tensor) -> Tensor:
     """nerfstudio's L-infinity scene contraction, then ``(x + 2) / 4``.  # [N, 3]"""
     mag = x.abs().amax(-1, keepdim=True)
@@ -77,6 +147,14 @@ class NerfactoConfig:
     """``nerfstudio`` (the PyTorch build's hash grid) or ``tcnn`` (tiny-cuda-nn's, as radistill's
     ``hashgrid``; its MLPs then have no biases and padded widths, and its SH has tcnn's signs)."""
     volume_step: int = 512
+    box: float = 1.0
+    """Half side of the scene box that the run's data parser declares, in nerfstudio's frame (1.5
+    for NeRF Blender scenes, ``scene_scale`` for captures): the field's aabb. Beyond it, where
+    the contraction squeezes the background, a student has nothing to hold it."""
+    render_outside_box: bool = False
+    """nerfstudio renders the contracted space beyond the box too (out to ``far_plane``: the
+    background, and floaters). A student holds only the box, so by default the samples of
+    nerfacto's sampler that fall outside it are left empty and the background shows there."""
     source: str = ""
 
 
@@ -87,82 +165,50 @@ class NerfactoField(Representation):
     Config = NerfactoConfig
     config: NerfactoConfig
 
+    @property
+    def volumetric_view_teaches(self) -> bool:
+        """Whether students may learn its point answers. Not when it renders through nerfacto's
+        proposal sampler: a field trained through those few samples can look quite different
+        when integrated densely (on the 200-step lego run of the tests: 13 dB between the two,
+        against 88 dB between this renderer and nerfstudio's), so students learn its renders."""
+        return self.proposals is None
+
     def __init__(self, config: NerfactoConfig, hash_table: Tensor, base: list[tuple[Tensor, Tensor | None]],
                  head: list[tuple[Tensor, Tensor | None]], appearance: Tensor | None) -> None:
         rotation = torch.tensor(config.rotation, dtype=torch.float32)
         translation = torch.tensor(config.translation, dtype=torch.float32)
         corners = torch.tensor([[a, b, c] for a in (-1.0, 1.0) for b in (-1.0, 1.0) for c in (-1.0, 1.0)])
-        world = (corners / config.scale - translation) @ rotation  # nerfstudio's [-1, 1]^3 in the world
+        world = (config.box * corners / config.scale - translation) @ rotation  # the scene box in the world
         super().__init__(config, torch.stack([world.amin(0), world.amax(0)]))
         self.register_buffer("rotation", rotation)
         self.register_buffer("translation", translation)
-        tcnn = config.encoding == "tcnn"
-        self.register_buffer("hash_table", None if tcnn else hash_table.float())  # the PyTorch build's own grid
-        # nerfstudio's own expression (a numpy float64 growth): at 16 levels from 16 to 2048 its last
-        # level scales by 2047, not 2048
-        growth = np.exp((np.log(config.max_res) - np.log(config.min_res)) / (config.levels - 1)) if config.levels > 1 else 1
-        self.register_buffer("scalings", torch.floor(config.min_res * growth ** torch.arange(config.levels)).float())
-        # the tiny-cuda-nn build's table is tiny-cuda-nn's grid, which radistill's HashEncoding shares
-        self.grid = (HashEncoding.from_table(hash_table, config.levels, config.log2_table, config.min_res, float(growth))
-                     if tcnn else None)
-        self.base = nn.ModuleList([self._linear(w, b) for w, b in base])
-        self.head = nn.ModuleList([self._linear(w, b) for w, b in head])
+        if config.encoding == "tcnn":  # tiny-cuda-nn's grid, which radistill's HashEncoding shares
+            growth = NerfstudioHashGrid.growth(config.levels, config.min_res, config.max_res)
+            self.grid = HashEncoding.from_table(hash_table, config.levels, config.log2_table, config.min_res, growth)
+        else:  # the PyTorch build's own grid
+            self.grid = NerfstudioHashGrid(hash_table, config.levels, config.log2_table, config.min_res, config.max_res)
+        self.base = mlp_layers(base)
+        self.head = mlp_layers(head)
         self.register_buffer("appearance", appearance)
         for p in self.parameters():
             p.requires_grad_(False)
+        self.proposals: Any = None  # nerfacto's proposal sampler (``ProposalSampler``), when the run's is readable
         self._occupancy: OccupancyGrid | None = None  # derived from the density on first use, not saved
 
-    @staticmethod
-    def _linear(w: Tensor, b: Tensor | None) -> nn.Linear:
-        layer = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
-        layer.weight.data.copy_(w)
-        if b is not None:
-            layer.bias.data.copy_(b)
-        return layer
-
-    @staticmethod
-    def _mlp(layers: Any, h: Tensor) -> Tensor:
-        """ReLU hidden layers, no output activation; inputs zero-padded to the first layer's width."""
-        if h.shape[1] < layers[0].in_features:
-            h = torch.nn.functional.pad(h, (0, layers[0].in_features - h.shape[1]))
-        for i, layer in enumerate(layers):
-            h = layer(h)
-            if i < len(layers) - 1:
-                h = torch.relu(h)
-        return h
-
-    def _axis_hashes(self, corner: Tensor) -> list[Tensor]:  # [N, L, 3] float -> 3 x [N, L] int32
-        """Each axis's term of nerfstudio's hash at integer corners ``corner``, already reduced
-        modulo the table size: the table size is a power of two, so ``(a ^ b ^ c) % size`` is
-        ``(a & m) ^ (b & m) ^ (c & m)`` with ``m = size - 1``, and the int64 products (as
-        nerfstudio computes them) are taken once per axis rather than once per corner."""
-        mask = (1 << self.config.log2_table) - 1
-        terms = (corner.to(torch.int64) * torch.tensor(PRIMES, device=corner.device)) & mask
-        return list(terms.to(torch.int32).unbind(-1))
-
     def encode(self, q: Tensor) -> Tensor:
-        """nerfstudio's PyTorch hash encoding of points in [0, 1]^3.  # [N, L * F]"""
-        n, levels, size = q.shape[0], self.config.levels, 1 << self.config.log2_table
-        scaled = q[:, None, :] * self.scalings[:, None]  # [N, L, 3]
-        floor = torch.floor(scaled)
-        off = scaled - floor
-        terms = list(zip(self._axis_hashes(floor), self._axis_hashes(torch.ceil(scaled))))  # per axis: (floor, ceil)
-        level_rows = torch.arange(levels, dtype=torch.int32, device=q.device) * size
-        rows = torch.stack([terms[0][cx] ^ terms[1][cy] ^ terms[2][cz] for cx, cy, cz in CORNERS]) + level_rows
-        f = self.hash_table.index_select(0, rows.flatten()).view(len(CORNERS), n, levels, -1)  # one gather
-        ox, oy, oz = off[..., 0:1], off[..., 1:2], off[..., 2:3]
-        f03, f12 = f[0] * ox + f[3] * (1 - ox), f[1] * ox + f[2] * (1 - ox)
-        f56, f47 = f[5] * ox + f[6] * (1 - ox), f[4] * ox + f[7] * (1 - ox)
-        f0312, f4756 = f03 * oy + f12 * (1 - oy), f47 * oy + f56 * (1 - oy)
-        return (f0312 * oz + f4756 * (1 - oz)).flatten(1)
+        """The hash encoding of points in [0, 1]^3.  # [N, L * F]"""
+        return self.grid(q)
+
+    def to_nerfstudio(self, x: Tensor) -> Tensor:
+        """World points in nerfstudio's frame.  # [N, 3]"""
+        return (x @ self.rotation.T + self.translation) * self.config.scale
 
     def _base(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The base MLP's outputs and the inside flag at world points.  # [N, 16], [N]"""
-        q = contract((x @ self.rotation.T + self.translation) * self.config.scale)
+        q = contract(self.to_nerfstudio(x))
         inside = ((q > 0.0) & (q < 1.0)).all(-1)
         q = q * inside[:, None]
-        enc = self.grid(q) if self.grid is not None else self.encode(q)
-        return self._mlp(self.base, enc)[:, :16], inside
+        return run_mlp(self.base, self.grid(q))[:, :16], inside
 
     @torch.no_grad()
     def density(self, x: Tensor) -> Tensor:
@@ -179,7 +225,7 @@ class NerfactoField(Representation):
         parts = [sh, h[:, 1:]]
         if self.appearance is not None:
             parts.append(self.appearance.expand(x.shape[0], -1))
-        return FieldOutputs(sigma, torch.sigmoid(self._mlp(self.head, torch.cat(parts, -1))[:, :3]))
+        return FieldOutputs(sigma, torch.sigmoid(run_mlp(self.head, torch.cat(parts, -1))[:, :3]))
 
     def occupancy(self) -> OccupancyGrid:
         """Where the density is visible, sampled once on first use: 128^3 cells, two jittered
@@ -203,5 +249,33 @@ class NerfactoField(Representation):
 
     def render(self, rays: Any, background: Tensor | None = None, perturb: bool = False,
                generator: torch.Generator | None = None, window: int | None = None) -> RenderOutputs:
+        """What nerfstudio renders: its proposal sampling (``radistill.fields.nerfacto_proposals``)
+        when the run's proposal networks were read, else dense marching of the field."""
+        if self.proposals is not None:
+            return self._render_proposals(rays, background)
         return render_volumetric(self, rays, self.config.volume_step, background, perturb, generator, window,
                                  self.occupancy())
+
+    @torch.no_grad()
+    def _render_proposals(self, rays: Any, background: Tensor | None) -> RenderOutputs:
+        """Composite the field at the bins of nerfacto's proposal sampler (rays in the world)."""
+        origins, dirs = rays.origins, rays.viewdirs
+        # distances along a ray in nerfstudio's frame are ``scale`` times the world's
+        edges = self.proposals.bins(self.to_nerfstudio(origins), dirs @ self.rotation.T) / self.config.scale
+        mid = (edges[:, 1:] + edges[:, :-1]) / 2  # [R, S]
+        n_rays, n = mid.shape
+        positions = (origins[:, None, :] + dirs[:, None, :] * mid[..., None]).reshape(-1, 3)
+        out = self.query(positions, dirs[:, None, :].expand(-1, n, -1).reshape(-1, 3))
+        sigma = out.sigma
+        if not self.config.render_outside_box:
+            sigma = sigma * ((positions >= self.aabb[0]) & (positions <= self.aabb[1])).all(-1)
+        from radistill.fields.nerfacto_proposals import ray_weights
+
+        weights = ray_weights(sigma.view(n_rays, n), edges[:, 1:] - edges[:, :-1])
+        opacity = weights.sum(-1)
+        rgb = (weights[..., None] * out.rgb.view(n_rays, n, 3)).sum(1)
+        if background is not None:
+            rgb = rgb + (1 - opacity)[:, None] * background.to(rgb)
+        ray_ids = torch.arange(n_rays, device=mid.device).repeat_interleave(n)
+        return RenderOutputs(rgb, (weights * mid).sum(-1), opacity, weights.reshape(-1), ray_ids, positions,
+                             positions.shape[0])

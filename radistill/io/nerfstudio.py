@@ -12,7 +12,8 @@ Supported: ``splatfacto`` (and its variants), whose ``_model.gauss_params`` (mea
 scales, wxyz quaternions, SH DC and rest, logit opacities) become a ``gaussians`` field,
 moved from nerfstudio's frame back to the data set's world frame (SH coefficients rotated
 with it); and ``nerfacto`` of the PyTorch hash-grid build, which becomes a teacher evaluated
-with nerfacto's own arithmetic (``radistill.fields.nerfacto``) in the world frame; and
+with nerfacto's own arithmetic (``radistill.fields.nerfacto``) in the world frame and rendered
+through its proposal networks as nerfstudio renders it (``radistill.fields.nerfacto_proposals``); and
 ``nerfacto`` of the tiny-cuda-nn build (its base network and hash grid in one flat vector, its
 colour network in another; layout in ``radistill.io.tcnn``).
 
@@ -231,7 +232,7 @@ def training_cameras(path: str | Path) -> Cameras | None:
     run = Path(path)
     config = read_config(run / "config.yml")
     datamanager = (config.get("pipeline") or {}).get("datamanager") or {}
-    parser = datamanager.get("dataparser") or {}
+    parser = data_parser(config)
     named = parser.get("data") or datamanager.get("data") or config.get("data")
     if not named:
         warnings.warn(f"{run}: config.yml names no data set; poses are drawn all around the scene's box", stacklevel=2)
@@ -313,9 +314,32 @@ def _layers(state: dict[str, Any], prefix: str, ckpt: Path) -> list[tuple[Tensor
     return out
 
 
+def data_parser(config: dict[str, Any]) -> dict[str, Any]:
+    """The data parser's options in a run's ``config.yml`` (empty when it names none)."""
+    datamanager = (config.get("pipeline") or {}).get("datamanager") or {}
+    parser = datamanager.get("dataparser") if isinstance(datamanager, dict) else None
+    return parser if isinstance(parser, dict) else {}
+
+
+BLENDER_BOX = 1.5
+"""Half side of the scene box nerfstudio's ``blender-data`` parser declares (fixed in its code)."""
+
+
+def scene_box_half_side(config: dict[str, Any]) -> float:
+    """Half side of the scene box a run's data parser declared, in nerfstudio's frame:
+    ``BLENDER_BOX`` for ``blender-data``, else its ``scene_scale`` (1 by default, as
+    ``nerfstudio-data`` and ``colmap`` have it)."""
+    parser = data_parser(config)
+    if "blender" in str(parser.get("__class__", "")).lower():
+        return BLENDER_BOX
+    value = parser.get("scene_scale", 1.0)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
+
+
 def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, rotation: Tensor, translation: Tensor,
                     scale: float):
     from radistill.fields.nerfacto import NerfactoConfig, NerfactoField
+    from radistill.fields.nerfacto_proposals import read_sampler
 
     model = config.get("pipeline", {}).get("model", {}) if isinstance(config.get("pipeline"), dict) else {}
     if model.get("disable_scene_contraction"):
@@ -331,6 +355,7 @@ def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, r
     cfg = NerfactoConfig(levels=levels, features=features, log2_table=log2, min_res=int(model.get("base_res", 16)),
                          max_res=int(model.get("max_res", 2048)),
                          average_init_density=float(model.get("average_init_density", 1.0)), scale=scale,
+                         box=scene_box_half_side(config),
                          rotation=rotation.tolist(), translation=translation.tolist(), source=str(ckpt))
     if isinstance(state.get("_model.field.mlp_base.model.params"), Tensor):
         return _nerfacto_tcnn(state, model, cfg, appearance, ckpt)
@@ -342,8 +367,10 @@ def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, r
     if table.shape[0] != levels << log2:
         raise CheckpointError(f"{ckpt}: the hash table has {table.shape[0]} rows, but {levels} levels of 2^{log2} "
                               f"need {levels << log2}")
-    return NerfactoField(cfg, table, _layers(state, "_model.field.mlp_base.model.1.layers.", ckpt),
-                         _layers(state, "_model.field.mlp_head.layers.", ckpt), appearance)
+    field = NerfactoField(cfg, table, _layers(state, "_model.field.mlp_base.model.1.layers.", ckpt),
+                          _layers(state, "_model.field.mlp_head.layers.", ckpt), appearance)
+    field.proposals = read_sampler(state, model, cfg.average_init_density)  # renders as nerfstudio does
+    return field
 
 
 def _nerfacto_tcnn(state: dict[str, Any], model: dict[str, Any], cfg, appearance: Tensor | None, ckpt: Path):
