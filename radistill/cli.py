@@ -130,6 +130,9 @@ class Convert:
     """Active learning: mix a pool of the highest-error rays into every batch."""
     active_points: bool = True
     """Active learning: point losses only on the top-weight samples of opaque-enough rays."""
+    view_pool: int = 64
+    """Teacher views in play at a time. A teacher that teaches by its renders (Gaussians, nerfacto)
+    renders each once, so fewer views start a slow teacher sooner."""
     resume: bool = False
     """Continue the conversion in --output from its last checkpoint."""
     checkpoint_every: int = 250
@@ -153,7 +156,8 @@ class Convert:
             from radistill.datasets import load_scene
 
             images = load_scene(self.images, downscale=self.downscale, background=_background_tuple(self.teacher))
-        active = ActiveConfig(poses=self.active_poses, rays=self.active_rays, points=self.active_points)
+        active = ActiveConfig(poses=self.active_poses, rays=self.active_rays, points=self.active_points,
+                              view_pool=self.view_pool)
         config = ConvertConfig(distill=DistillConfig(stage_steps=self.stage_steps, active=active),
                                max_seconds=self.max_seconds, batch_rays=self.batch_rays,
                                checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device)

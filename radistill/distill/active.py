@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from radistill.cameras import Rays
+from radistill.errors import ConfigError
 from radistill.rng import uniform
 
 
@@ -48,6 +49,11 @@ class ActiveConfig:
     """Rays whose teacher opacity is at most this get no point losses."""
     random_point_fraction: float = 0.05
     """Share of the other samples kept anyway, so that empty-looking space is supervised too."""
+
+    def __post_init__(self) -> None:
+        for name in ("view_pool", "refresh_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 class ViewPool:

@@ -176,6 +176,7 @@ def test_convert_a_nerfacto_run_without_its_images(kind, nerfacto_run, small_leg
         # (50000: 23.6), 7-9 dB above an empty render
         stages = ["4", "6", "30"] if kind == "gaussians" else ["10", "15", "75"]
         options = ["--set", "initial_gaussians=5000"] if kind == "gaussians" else []
+        options += ["--view-pool", "16"]  # the teacher renders each pool view once (about 1 s each here)
         proc = radistill("convert", str(nerfacto_run), "--to", kind, "--stage-steps", *stages, *options,
                          "--max-seconds", "300", "--output", str(tmp_path / kind), env=ns_env)
         assert "is not here; poses are drawn all around the scene's box" in proc.stderr
