@@ -32,6 +32,16 @@ def read_transforms(path: Path) -> dict:
     return meta
 
 
+def camera_angle(meta: dict, source: Path) -> float:
+    """The horizontal field of view ``camera_angle_x`` of a transforms file, checked (radians)."""
+    if "camera_angle_x" not in meta:
+        raise DatasetError(f"{source}: missing 'camera_angle_x'")
+    angle = meta["camera_angle_x"]
+    if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
+        raise DatasetError(f"{source}: 'camera_angle_x' must be a field of view in radians, got {angle!r}")
+    return float(angle)
+
+
 def frame_image_path(root: Path, frame: dict, source: Path, index: int) -> Path:
     if "file_path" not in frame:
         raise DatasetError(f"{source}: frame {index} has no 'file_path'")
@@ -75,10 +85,7 @@ def load_blender(root: str | Path, downscale: float = 1.0, background: tuple[flo
     paths, mats, counts = [], [], {}
     for split, meta in metas.items():
         source = root / f"transforms_{split}.json"
-        if "camera_angle_x" not in meta:
-            raise DatasetError(f"{source}: missing 'camera_angle_x'")
-        if not isinstance(meta["camera_angle_x"], (int, float)) or not 0 < meta["camera_angle_x"] < math.pi:
-            raise DatasetError(f"{source}: 'camera_angle_x' must be a field of view in radians, got {meta['camera_angle_x']!r}")
+        camera_angle(meta, source)
         split_mats = [frame_matrix(frame, source, i) for i, frame in enumerate(meta["frames"])]
         if split_mats:
             check_poses(np.stack(split_mats), source)

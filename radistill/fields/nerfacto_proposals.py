@@ -23,7 +23,6 @@ are readable (the PyTorch build); the field's point answers (``query``) are unch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -136,41 +135,3 @@ def resample(edges: Tensor, weights: Tensor, n: int) -> Tensor:
     e0, e1 = edges.gather(-1, below), edges.gather(-1, above)
     frac = torch.clip(torch.nan_to_num((u - c0) / (c1 - c0), 0), 0, 1)
     return e0 + frac * (e1 - e0)
-
-
-def read_sampler(state: dict[str, Any], model: dict[str, Any], average_init_density: float) -> ProposalSampler | None:
-    """The proposal sampler of a nerfacto run's PyTorch build from its checkpoint's state and
-    model config; None when the run has another layout (tiny-cuda-nn's, one shared network)."""
-    settings = SamplerSettings(
-        proposal_samples=tuple(int(v) for v in model.get("num_proposal_samples_per_ray", (256, 96))),
-        nerf_samples=int(model.get("num_nerf_samples_per_ray", 48)),
-        far=float(model.get("far_plane", 1000.0)),
-        piecewise=model.get("proposal_initial_sampler", "piecewise") != "uniform")
-    rounds = int(model.get("num_proposal_iterations", 2))
-    if model.get("use_same_proposal_network") or rounds != len(settings.proposal_samples):
-        return None
-    args = model.get("proposal_net_args_list") or []
-    networks = []
-    for i in range(rounds):
-        prefix = f"_model.proposal_networks.{i}."
-        table = state.get(prefix + "encoding.hash_table")
-        if not isinstance(table, Tensor):
-            return None
-        layers, k = [], 0
-        while isinstance(state.get(f"{prefix}mlp_base.1.layers.{k}.weight"), Tensor):
-            bias = state.get(f"{prefix}mlp_base.1.layers.{k}.bias")
-            layers.append((state[f"{prefix}mlp_base.1.layers.{k}.weight"].float(),
-                           bias.float() if isinstance(bias, Tensor) else None))
-            k += 1
-        if not layers:
-            return None
-        sizes = [state.get(prefix + key) for key in ("num_levels", "log2_hashmap_size", "max_res")]
-        if not all(isinstance(v, Tensor) and v.numel() == 1 for v in sizes):
-            return None
-        levels, log2, max_res = (int(v) for v in sizes)
-        if table.shape[0] != levels << log2:
-            return None
-        base_res = int(args[i].get("base_res", 16)) if i < len(args) and isinstance(args[i], dict) else 16
-        grid = NerfstudioHashGrid(table, levels, log2, base_res, max_res)
-        networks.append(ProposalDensity(grid, layers, average_init_density))
-    return ProposalSampler(networks, settings)

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from radistill.cameras import Cameras
-from radistill.datasets.blender import frame_image_path, frame_matrix, read_transforms
+from radistill.datasets.blender import camera_angle, frame_image_path, frame_matrix, read_transforms
 from radistill.datasets.nerfstudio import INTRINSICS, frame_intrinsic
 from radistill.errors import CheckpointError, DatasetError
 from radistill.fields.sh import rotate_sh
@@ -271,9 +271,7 @@ def _blender_cameras(root: Path) -> Cameras:
     meta = read_transforms(source)
     if not meta["frames"]:
         raise DatasetError(f"{source}: 'frames' is empty")
-    angle = meta.get("camera_angle_x")
-    if not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
-        raise DatasetError(f"{source}: 'camera_angle_x' must be a field of view in radians, got {angle!r}")
+    angle = camera_angle(meta, source)
     c2w = torch.from_numpy(np.stack([frame_matrix(f, source, i) for i, f in enumerate(meta["frames"])])).float()
     try:
         from PIL import Image
@@ -282,7 +280,7 @@ def _blender_cameras(root: Path) -> Cameras:
             width, height = image.size
     except OSError:
         width = height = BLENDER_SIZE
-    focal = torch.full((len(c2w),), 0.5 * width / math.tan(0.5 * float(angle)))
+    focal = torch.full((len(c2w),), 0.5 * width / math.tan(0.5 * angle))
     return Cameras(c2w, focal, focal.clone(), torch.full_like(focal, width / 2), torch.full_like(focal, height / 2),
                    width, height)
 
@@ -314,6 +312,37 @@ def _layers(state: dict[str, Any], prefix: str, ckpt: Path) -> list[tuple[Tensor
     return out
 
 
+def _proposal_sampler(state: dict[str, Any], model: dict[str, Any], average_init_density: float, ckpt: Path):
+    """nerfacto's proposal sampler (PyTorch build) from the checkpoint and the model config;
+    None for another layout (tiny-cuda-nn's networks, one shared network, linear heads)."""
+    from radistill.fields.nerfacto import NerfstudioHashGrid
+    from radistill.fields.nerfacto_proposals import ProposalDensity, ProposalSampler, SamplerSettings
+
+    settings = SamplerSettings(
+        proposal_samples=tuple(int(v) for v in model.get("num_proposal_samples_per_ray", (256, 96))),
+        nerf_samples=int(model.get("num_nerf_samples_per_ray", 48)), far=float(model.get("far_plane", 1000.0)),
+        piecewise=model.get("proposal_initial_sampler", "piecewise") != "uniform")
+    rounds = int(model.get("num_proposal_iterations", 2))
+    if model.get("use_same_proposal_network") or rounds != len(settings.proposal_samples):
+        return None
+    args = model.get("proposal_net_args_list") or []
+    networks = []
+    for i in range(rounds):
+        prefix = f"_model.proposal_networks.{i}."
+        table = state.get(prefix + "encoding.hash_table")
+        sizes = [state.get(prefix + key) for key in ("num_levels", "log2_hashmap_size", "max_res")]
+        if (not isinstance(table, Tensor) or not isinstance(state.get(prefix + "mlp_base.1.layers.0.weight"), Tensor)
+                or not all(isinstance(v, Tensor) and v.numel() == 1 for v in sizes)):
+            return None
+        levels, log2, max_res = (int(v) for v in sizes)
+        if table.shape[0] != levels << log2:
+            return None
+        base_res = int(args[i].get("base_res", 16)) if i < len(args) and isinstance(args[i], dict) else 16
+        grid = NerfstudioHashGrid(table, levels, log2, base_res, max_res)
+        networks.append(ProposalDensity(grid, _layers(state, prefix + "mlp_base.1.layers.", ckpt), average_init_density))
+    return ProposalSampler(networks, settings)
+
+
 def data_parser(config: dict[str, Any]) -> dict[str, Any]:
     """The data parser's options in a run's ``config.yml`` (empty when it names none)."""
     datamanager = (config.get("pipeline") or {}).get("datamanager") or {}
@@ -339,7 +368,6 @@ def scene_box_half_side(config: dict[str, Any]) -> float:
 def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, rotation: Tensor, translation: Tensor,
                     scale: float):
     from radistill.fields.nerfacto import NerfactoConfig, NerfactoField
-    from radistill.fields.nerfacto_proposals import read_sampler
 
     model = config.get("pipeline", {}).get("model", {}) if isinstance(config.get("pipeline"), dict) else {}
     if model.get("disable_scene_contraction"):
@@ -369,7 +397,7 @@ def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, r
                               f"need {levels << log2}")
     field = NerfactoField(cfg, table, _layers(state, "_model.field.mlp_base.model.1.layers.", ckpt),
                           _layers(state, "_model.field.mlp_head.layers.", ckpt), appearance)
-    field.proposals = read_sampler(state, model, cfg.average_init_density)  # renders as nerfstudio does
+    field.proposals = _proposal_sampler(state, model, cfg.average_init_density, ckpt)  # renders as nerfstudio does
     return field
 
 
