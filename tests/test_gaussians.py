@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import assert_same_state, interrupt_and_resume, run_cli
 
+from radistill.errors import ConfigError
 from radistill.fields.gaussian_volume import GaussianVolume, precision_matrices
 from radistill.fields.gaussians import GaussiansConfig, GaussiansField
 from radistill.fields.sh import sh_basis
@@ -163,6 +164,47 @@ def test_seeds_lie_where_the_teacher_is_dense(tiny_teacher):
         at_seeds = teacher.field.density(field.means).median()
         anywhere = teacher.field.density(torch.rand(500, 3) * 2 - 1).median()
     assert at_seeds > 10 * anywhere
+
+
+def test_a_lone_seed_does_not_start_as_a_blob_over_the_scene():
+    """A teacher with a dense cluster and a few small Gaussians far from it: their seeds are far
+    from every other seed, and uncapped they would start as Gaussians as wide as that distance."""
+    from radistill.distill.teachers import default_cameras
+    from radistill.metrics import psnr
+
+    g = torch.Generator().manual_seed(0)
+    cluster = torch.nn.functional.normalize(torch.randn(600, 3, generator=g), dim=-1) * 0.3
+    lone = torch.tensor([[0.8, 0.8, 0.0], [-0.8, 0.0, 0.8], [0.0, -0.8, -0.8]])  # small: a few rays each
+    means = torch.cat([cluster, lone])
+    n = means.shape[0]
+    sh = torch.zeros(n, 1, 3)
+    sh[:, 0] = torch.tensor([0.4, -0.3, 0.1])
+    teacher = GaussiansField.from_params(means, torch.tensor([1.0, 0, 0, 0]).repeat(n, 1),
+                                         torch.cat([torch.full((600, 3), math.log(0.04)), torch.full((3, 3), math.log(0.012))]),
+                                         torch.full((n,), 4.0), sh,
+                                         AABB, GaussiansConfig(sh_degree=0))
+    views = default_cameras(AABB, resolution=48)
+    white = torch.ones(3)
+
+    def seeded(cap: float) -> tuple[GaussiansField, float]:
+        field = GaussiansField.from_teacher(teacher, GaussiansConfig(sh_degree=0, initial_gaussians=800,
+                                                                     initial_scale_cap=cap), views,
+                                            torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            score = sum(psnr(field.render_image(views, k, white)["rgb"].clamp(0, 1),
+                             teacher.render_image(views, k, white)["rgb"].clamp(0, 1)) for k in range(4)) / 4
+        return field, float(score)
+
+    capped, capped_psnr = seeded(GaussiansConfig().initial_scale_cap)
+    uncapped, uncapped_psnr = seeded(math.inf)
+    near_lone = torch.cdist(capped.means, lone).min(1).values < 0.1
+    assert near_lone.any()  # the lone Gaussians were seen and seeded
+    spacing = uncapped.scales[:, 0]
+    assert spacing[near_lone].max() > 5 * spacing.median()  # uncapped, a seed far from the rest starts wide
+    assert torch.allclose(capped.scales[:, 0].max(), spacing.median() * GaussiansConfig().initial_scale_cap)
+    assert capped_psnr > uncapped_psnr + 1.0
+    with pytest.raises(ConfigError, match="initial_scale_cap must be positive"):
+        GaussiansConfig(initial_scale_cap=0)
 
 
 @pytest.mark.slow

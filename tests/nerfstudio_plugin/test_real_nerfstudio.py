@@ -171,10 +171,11 @@ def test_convert_a_nerfacto_run_without_its_images(kind, nerfacto_run, small_leg
     small_lego.rename(hidden)  # the photos are gone: the run alone must do
     try:
         # bounded by steps (time only caps a very slow machine), so a busy machine gets the same
-        # result. Each Gaussians step renders a nerfacto view (about 1 s here), so the test asks
-        # for few steps and few Gaussians: 40 steps from 5000 gave 25.3 dB against the renders
-        # (50000: 23.6), 7-9 dB above an empty render
-        stages = ["4", "6", "30"] if kind == "gaussians" else ["10", "15", "75"]
+        # result. The nerfacto run differs from machine to machine, and so does this score: 40
+        # steps from 5000 Gaussians gave 24.1-27.7 dB against the renders on four runs here, once
+        # 20.6 on CI (an empty render: 20.0-20.7), before seeded scales were capped (26.3-28.3
+        # after); 60 steps for a margin (27.0-29.2 dB on the same four runs)
+        stages = ["6", "9", "45"] if kind == "gaussians" else ["10", "15", "75"]
         options = ["--set", "initial_gaussians=5000"] if kind == "gaussians" else []
         options += ["--view-pool", "16"]  # the teacher renders each pool view once (about 1 s each here)
         proc = radistill("convert", str(nerfacto_run), "--to", kind, "--stage-steps", *stages, *options,
