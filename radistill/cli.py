@@ -133,6 +133,10 @@ class Convert:
     view_pool: int = 64
     """Teacher views in play at a time. A teacher that teaches by its renders (Gaussians, nerfacto)
     renders each once, so fewer views start a slow teacher sooner."""
+    view_size: Optional[int] = None
+    """Longest side in pixels of the views the teacher renders and the student learns from
+    (the teacher's cameras scaled down to it; default: their own size). For a large capture
+    on a CPU, e.g. 400."""
     resume: bool = False
     """Continue the conversion in --output from its last checkpoint."""
     checkpoint_every: int = 250
@@ -160,7 +164,8 @@ class Convert:
                               view_pool=self.view_pool)
         config = ConvertConfig(distill=DistillConfig(stage_steps=self.stage_steps, active=active),
                                max_seconds=self.max_seconds, batch_rays=self.batch_rays,
-                               checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device)
+                               checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device,
+                               view_size=self.view_size)
         result = convert(self.teacher, self.to, config, options, images, self.output, self.resume)
         r = result.report
         print(f"converted {r['from']} -> {r['to']} in {r['steps']} steps ({r['seconds']:.0f} s); saved {result.path}")

@@ -31,6 +31,9 @@ from radistill.io.checkpoint import save_field
 from radistill.metrics import psnr
 
 
+MIN_VIEW_SIZE = 8
+
+
 @dataclass
 class ConvertConfig:
     """A conversion: the distillation and the loop that runs it."""
@@ -50,6 +53,14 @@ class ConvertConfig:
     device: str = "cpu"
     """Where teacher and student run: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when there
     is one). The student is built from the teacher on the CPU, then both move there."""
+    view_size: int | None = None
+    """Longest side, in pixels, of the views the teacher renders and the student learns from:
+    the teacher's cameras scaled down to it (never up). None: the cameras' own size. The
+    student's checkpoint keeps the cameras at their own size."""
+
+    def __post_init__(self) -> None:
+        if self.view_size is not None and self.view_size < MIN_VIEW_SIZE:
+            raise ConfigError(f"view_size must be at least {MIN_VIEW_SIZE} pixels, got {self.view_size}")
 
     def train_config(self, default_batch_rays: int = 4096) -> TrainConfig:
         return TrainConfig(steps=self.distill.steps, max_seconds=self.max_seconds,
@@ -129,6 +140,8 @@ def prepare_distillation(teacher: str | Path | Representation | FieldTeacher, to
     trainer runs the loop): check the pair, build the student from the teacher, pick the
     photos or mesh renders that stage 3 mixes in."""
     teacher = _as_teacher(teacher)
+    cameras = teacher.cameras  # the student keeps them at their own size
+    teacher = teacher.at_view_size(config.view_size)
     cls = kind_class(to)
     if to == teacher.kind:
         raise ConfigError(f"the teacher is already a {to!r} field; pick another --to kind")
@@ -148,7 +161,7 @@ def prepare_distillation(teacher: str | Path | Representation | FieldTeacher, to
     if views.width > 128:  # seeding needs surfaces, not detail
         views = views.scaled(128 / views.width)
     student = cls.from_teacher(teacher.field, options, views)
-    metadata = {"cameras": teacher.cameras.to_dict(), "background": teacher.background.tolist(),
+    metadata = {"cameras": cameras.to_dict(), "background": teacher.background.tolist(),
                 "converted_from": teacher.kind, "distill_config": asdict(config.distill)}
     return Distillation(teacher, student, config.train_config(cls.student_batch_rays), image_teacher, metadata)
 

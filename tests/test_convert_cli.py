@@ -83,6 +83,7 @@ def test_convert_bad_input_is_a_clear_error(tiny_teacher, tiny_scene_dir, tmp_pa
     assert "stage_steps" in _error(cli("convert", tiny_teacher, "--to", "mlp", "--stage-steps", 0, 0, 0))
     assert "unknown --device 'bogus'" in _error(cli("convert", tiny_teacher, "--to", "mlp", "--device", "bogus"))
     assert "view_pool must be at least 1, got 0" in _error(cli("convert", tiny_teacher, "--to", "mlp", "--view-pool", 0))
+    assert "view_size must be at least 8 pixels" in _error(cli("convert", tiny_teacher, "--to", "mlp", "--view-size", 2))
 
 
 @pytest.mark.parametrize("command", ["convert"])
@@ -90,5 +91,5 @@ def test_help_of_convert(command):
     r = cli(command, "--help")
     assert r.returncode == 0
     for flag in ("--to", "--stage-steps", "--images", "--active-poses", "--resume", "--max-seconds", "--device",
-                 "--view-pool"):
+                 "--view-pool", "--view-size"):
         assert flag in r.stdout

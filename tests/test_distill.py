@@ -271,6 +271,39 @@ def test_teacher_without_cameras_draws_poses_around_its_aabb(tiny_teacher):
     assert eyes[:, 2].min() < 0 < eyes[:, 2].max(), "views from below as well as above"
 
 
+def test_view_size_draws_the_same_poses_as_smaller_views(tiny_teacher, tmp_path, monkeypatch):
+    from radistill.io.checkpoint import checkpoint_cameras
+
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    full = teacher.cameras
+    assert teacher.at_view_size(None) is teacher and teacher.at_view_size(max(full.width, full.height)) is teacher
+    half = full.width // 2
+    small = teacher.at_view_size(half)
+    assert small.field is teacher.field and teacher.cameras is full  # the teacher given is left alone
+    c2w = small.sample_poses(4, torch.Generator().manual_seed(3))
+    assert torch.equal(c2w, teacher.sample_poses(4, torch.Generator().manual_seed(3)))
+    big, little = teacher.views(c2w), small.views(c2w)
+    assert little.width == half and little.height * 2 == full.height
+    # the same rays, seen through fewer pixels: a small pixel's ray is the ray through the middle
+    # of the 2x2 big pixels it covers
+    rays_big, rays_small = big.image_rays(1), little.image_rays(1)
+    corner = rays_big.directions.view(full.height, full.width, 3)[:2, :2].mean((0, 1))
+    assert torch.allclose(torch.nn.functional.normalize(corner, dim=-1),
+                          rays_small.directions.view(little.height, little.width, 3)[0, 0], atol=1e-3)
+
+    seen = []
+    views = FieldTeacher.views
+    monkeypatch.setattr(FieldTeacher, "views", lambda self, c2w: seen.append(self.cameras.width) or views(self, c2w))
+    config = ConvertConfig(distill=DistillConfig(stage_steps=(2, 2, 2)), progress=False, checkpoint_every=0,
+                           report_views=2, view_size=half)
+    convert(tiny_teacher, "mlp", config, SMALL["mlp"], output=tmp_path / "out")
+    assert seen and set(seen) == {half}  # pool, seeding and report views alike
+    saved = checkpoint_cameras(tmp_path / "out" / "mlp.safetensors")
+    assert (saved.width, saved.height) == (full.width, full.height)  # the student keeps the scene's cameras
+    with pytest.raises(ConfigError, match="view_size must be at least 8 pixels, got 4"):
+        ConvertConfig(view_size=4)
+
+
 def test_view_pool_replace_puts_copies_of_the_worst_views_in_place_of_the_best(tiny_teacher):
     teacher = FieldTeacher.from_checkpoint(tiny_teacher)
     g = torch.Generator().manual_seed(0)

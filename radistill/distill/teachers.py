@@ -7,6 +7,8 @@ any pose, so views are unlimited.
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +122,16 @@ class FieldTeacher:
         """Whether students learn the teacher's own renders (``ViewRenders``) instead of its
         point answers: Gaussians, whose volumetric view only approximates what they draw."""
         return not getattr(self.field, "volumetric_view_teaches", True)
+
+    def at_view_size(self, size: int | None) -> "FieldTeacher":
+        """The same teacher, its views no larger than ``size`` pixels on their longest side
+        (poses are drawn as before); itself when they already are, or ``size`` is None."""
+        longest = max(self.cameras.width, self.cameras.height)
+        if size is None or longest <= size:
+            return self
+        smaller = copy.copy(self)
+        smaller.cameras = self.cameras.scaled(size / longest)
+        return smaller
 
     def sample_poses(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # [n, 4, 4]
         return self.sampler.sample(n, generator)

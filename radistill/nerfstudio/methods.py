@@ -67,6 +67,9 @@ class RadistillModelConfig(ModelConfig):
     options: Tuple[str, ...] = ()
     """Options of the kind as key=value, as ``radistill convert --set`` takes them, e.g.
     ``--pipeline.model.options initial_gaussians=20000 sh_degree=1``."""
+    view_size: Optional[int] = None
+    """With a teacher: longest side in pixels of the views it renders for the distillation (its
+    cameras scaled down to it, as ``radistill convert --view-size``; None: their own size)."""
 
 
 @dataclass

@@ -48,7 +48,7 @@ class RadistillModel(Model):
         self.distillation = None
         options = parse_key_values(config.options, "--pipeline.model.options")
         if config.teacher is not None:
-            self.distillation = prepare_distillation(str(config.teacher), config.kind, ConvertConfig(progress=False),
+            self.distillation = prepare_distillation(str(config.teacher), config.kind, ConvertConfig(progress=False, view_size=config.view_size),
                                                      options)
             self.field = self.distillation.student
             self.frame = SceneFrame.of_run(config.teacher)

@@ -202,6 +202,7 @@ def distilled_to_gaussians(nerfacto_run, ns_env, tmp_path_factory) -> Path:
        "--steps-per-eval-image", "10",  # renders a whole held-out view the way the viewer does
        "--max-num-iterations", "20", "--steps-per-save", "10", "--pipeline.batch-rays", "512",
        "--pipeline.model.options", "initial_gaussians=4000", "sh_degree=2",  # the kind's options, as convert --set
+       "--pipeline.model.view-size", "64",  # the teacher's 100x100 views rendered at 64x64
        "--pipeline.datamanager.eval-num-rays-per-batch", "256",
        "--output-dir", str(out), "--timestamp", "run", env=ns_env)
     return out
