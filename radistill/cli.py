@@ -169,7 +169,9 @@ class Convert:
         result = convert(self.teacher, self.to, config, options, images, self.output, self.resume)
         r = result.report
         print(f"converted {r['from']} -> {r['to']} in {r['steps']} steps ({r['seconds']:.0f} s); saved {result.path}")
-        print(f"PSNR vs the teacher on {r['report_views']} random views: {r['psnr_vs_teacher']:.2f} dB")
+        if "psnr_vs_teacher" in r:
+            width, height = r["report_view_size"]
+            print(f"PSNR vs the teacher on {r['report_views']} random {width}x{height} views: {r['psnr_vs_teacher']:.2f} dB")
         if "psnr_heldout" in r:
             print(f"held-out PSNR vs the photos: {r['psnr_heldout']:.2f} dB")
 

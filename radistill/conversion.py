@@ -228,7 +228,8 @@ def compare_on_views(student: Representation, teacher: FieldTeacher, n_views: in
         pred = render_image(student, cams, k, teacher.background)["rgb"]
         scores.append(psnr(pred, ref))
     student.train()
-    return {"psnr_vs_teacher": round(sum(scores) / len(scores), 3), "report_views": n_views}
+    return {"psnr_vs_teacher": round(sum(scores) / len(scores), 3), "report_views": n_views,
+            "report_view_size": [cams.width, cams.height]}
 
 
 def _as_teacher(teacher: Any) -> FieldTeacher:

@@ -296,8 +296,9 @@ def test_view_size_draws_the_same_poses_as_smaller_views(tiny_teacher, tmp_path,
     monkeypatch.setattr(FieldTeacher, "views", lambda self, c2w: seen.append(self.cameras.width) or views(self, c2w))
     config = ConvertConfig(distill=DistillConfig(stage_steps=(2, 2, 2)), progress=False, checkpoint_every=0,
                            report_views=2, view_size=half)
-    convert(tiny_teacher, "mlp", config, SMALL["mlp"], output=tmp_path / "out")
+    result = convert(tiny_teacher, "mlp", config, SMALL["mlp"], output=tmp_path / "out")
     assert seen and set(seen) == {half}  # pool, seeding and report views alike
+    assert result.report["report_view_size"] == [little.width, little.height]  # the report says at what size
     saved = checkpoint_cameras(tmp_path / "out" / "mlp.safetensors")
     assert (saved.width, saved.height) == (full.width, full.height)  # the student keeps the scene's cameras
     with pytest.raises(ConfigError, match="view_size must be at least 8 pixels, got 4"):
