@@ -32,6 +32,8 @@ from radistill.metrics import psnr
 
 
 MIN_VIEW_SIZE = 8
+SEEDING_VIEW_SIZE = 128
+"""Longest side of the views ``from_teacher`` seeds a student from."""
 
 
 @dataclass
@@ -157,9 +159,8 @@ def prepare_distillation(teacher: str | Path | Representation | FieldTeacher, to
         image_teacher = rendered_views(teacher, RENDERED_VIEWS, config.seed)
     options = config_from_dict(cls.Config, dict(student_options or {}), source=f"{to} options")
     torch.manual_seed(config.seed)
-    views = teacher.views(teacher.sample_poses(32, torch.Generator().manual_seed(config.seed)))
-    if views.width > 128:  # seeding needs surfaces, not detail
-        views = views.scaled(128 / views.width)
+    seeding = teacher.at_view_size(SEEDING_VIEW_SIZE)  # seeding needs surfaces, not detail
+    views = seeding.views(seeding.sample_poses(32, torch.Generator().manual_seed(config.seed)))
     student = cls.from_teacher(teacher.field, options, views)
     metadata = {"cameras": cameras.to_dict(), "background": teacher.background.tolist(),
                 "converted_from": teacher.kind, "distill_config": asdict(config.distill)}

@@ -8,7 +8,6 @@ any pose, so views are unlimited.
 from __future__ import annotations
 
 import copy
-
 from dataclasses import dataclass
 from pathlib import Path
 

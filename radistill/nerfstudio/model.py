@@ -48,8 +48,8 @@ class RadistillModel(Model):
         self.distillation = None
         options = parse_key_values(config.options, "--pipeline.model.options")
         if config.teacher is not None:
-            self.distillation = prepare_distillation(str(config.teacher), config.kind, ConvertConfig(progress=False, view_size=config.view_size),
-                                                     options)
+            convert_config = ConvertConfig(progress=False, view_size=config.view_size)
+            self.distillation = prepare_distillation(str(config.teacher), config.kind, convert_config, options)
             self.field = self.distillation.student
             self.frame = SceneFrame.of_run(config.teacher)
         else:
