@@ -54,7 +54,9 @@ class ConvertConfig:
     """Random teacher poses on which the final report compares student and teacher."""
     device: str = "cpu"
     """Where teacher and student run: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when there
-    is one). The student is built from the teacher on the CPU, then both move there."""
+    is one). The student is built from the teacher on the CPU, then both move there: a teacher
+    field passed in as an object moves too (``nn.Module.to``, in place; it is not copied, so a
+    large teacher is never held twice)."""
     view_size: int | None = None
     """Longest side, in pixels, of the views the teacher renders and the student learns from:
     the teacher's cameras scaled down to it (never up). None: the cameras' own size. The
