@@ -198,6 +198,34 @@ def test_weighted_rows_gradients_match_autograd_for_narrow_and_wide_tables():
         assert torch.allclose(table.grad, ref.grad, atol=1e-5)
 
 
+def test_weighted_rows_wide_table_gradient_in_double_precision_and_for_no_rows():
+    """The sparse-product backward of wide tables on CPU: exact in float64 with repeated rows,
+    and a zero gradient (not an error) when a batch has no point."""
+    from radistill.fields.gather import weighted_rows
+
+    table = torch.randn(12, 20, dtype=torch.float64, requires_grad=True)
+    rows = torch.randint(0, 12, (50, 2))  # 50 points into 12 rows: every row repeats
+    w = torch.rand(50, 2, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: weighted_rows(t, rows, w), (table,))
+    weighted_rows(table, rows[:0], w[:0]).sum().backward()
+    assert torch.equal(table.grad, torch.zeros_like(table))
+
+
+def test_cp_product_of_three_matches_prod_in_values_and_gradients():
+    from radistill.fields.tensorf import product_of_three
+
+    factors = torch.randn(3, 40, 7, dtype=torch.float64)
+    factors[1, :5] = 0.0  # prod's backward treats zeros apart; the product rule needs no special case
+    up = torch.randn(40, 7, dtype=torch.float64)
+    mine = factors.clone().requires_grad_()
+    ref = factors.clone().requires_grad_()
+    (product_of_three(mine) * up).sum().backward()
+    (ref.prod(0) * up).sum().backward()
+    assert torch.equal(product_of_three(factors), factors.prod(0))
+    assert torch.allclose(mine.grad, ref.grad, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(product_of_three, (factors.clone().requires_grad_(),))
+
+
 @pytest.mark.parametrize("kind", NEURAL_KINDS)
 def test_an_empty_batch_of_points_is_answered(kind):
     """A distillation step can select no point at all (every ray misses the occupied cells)."""

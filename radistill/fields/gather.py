@@ -4,8 +4,10 @@
 trilinear (8 rows) or bilinear (4) or linear (2) lookup once the caller has computed the
 corner rows and weights. The forward pass is ``embedding_bag``; the backward pass scatters
 into the table with ``bincount`` for narrow tables (a hash grid's 1-8 features), which is
-several times faster on CPU than ``index_add`` there, and with ``index_add`` for wide ones.
-Gradients flow to ``table`` only.
+several times faster on CPU than ``index_add`` there. Wide tables (TensoRF's lines and planes)
+take the transposed interpolation matrix as a sparse product on CPU (2-4x faster than
+``index_add`` of the weighted rows: 66 against 278 ms for 300k points into 768 rows of 288
+channels on 2 cores) and ``index_add`` elsewhere. Gradients flow to ``table`` only.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ class _WeightedRows(torch.autograd.Function):
             cols = [torch.bincount(flat_rows, weights=(weights * grad[:, c:c + 1]).reshape(-1).float(), minlength=total)
                     for c in range(channels)]
             return torch.stack(cols, -1).to(grad.dtype), None, None
+        if grad.device.type == "cpu" and grad.dtype in (torch.float32, torch.float64):
+            points = torch.arange(rows.shape[0], device=rows.device).repeat_interleave(rows.shape[1])
+            spread = torch.sparse_coo_tensor(torch.stack([flat_rows.long(), points]), weights.reshape(-1).to(grad.dtype),
+                                             (total, rows.shape[0]), check_invariants=False)
+            return torch.sparse.mm(spread, grad), None, None
         vals = (weights[..., None] * grad[:, None, :]).reshape(-1, channels)
         return grad.new_zeros(total, channels).index_add_(0, flat_rows.long(), vals), None, None
 

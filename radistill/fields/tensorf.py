@@ -167,6 +167,28 @@ class VMEncoder(TensorEncoder):
         return density, app.permute(1, 0, 2).reshape(u.shape[0], 3 * app.shape[-1])
 
 
+class _ProductOfThree(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, factors: Tensor) -> Tensor:
+        ctx.save_for_backward(factors)
+        return factors[0] * factors[1] * factors[2]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (f,) = ctx.saved_tensors
+        out = torch.empty_like(f)
+        for i, (a, b) in enumerate(((1, 2), (0, 2), (0, 1))):
+            torch.mul(f[a], f[b], out=out[i]).mul_(grad)
+        return out
+
+
+def product_of_three(factors: Tensor) -> Tensor:
+    """``factors.prod(0)`` for three stacked factors, with a backward pass that writes each
+    factor's gradient in place (``prod``'s own backward, which guards against zeros, took
+    three times as long as the rest of a CP encoder's step on CPU).  # [3, ...] -> [...]"""
+    return _ProductOfThree.apply(factors)
+
+
 class CPEncoder(TensorEncoder):
     def __init__(self, cfg: TensoRFCPConfig) -> None:
         super().__init__(cfg, cfg.app_components)
@@ -179,8 +201,8 @@ class CPEncoder(TensorEncoder):
 
     def decompose(self, u: Tensor) -> tuple[Tensor, Tensor]:
         coords = u.t()  # [3, N]
-        density = line_lookup(self.density_lines, coords).prod(0).sum(-1)
-        app = line_lookup(self.app_lines, coords).prod(0)  # [N, C]
+        density = product_of_three(line_lookup(self.density_lines, coords)).sum(-1)
+        app = product_of_three(line_lookup(self.app_lines, coords))  # [N, C]
         return density, app
 
 
