@@ -29,6 +29,8 @@ FUSED_FEATURES = (1, 2, 4, 8)
 # the same primes as int32 (two's complement): their products agree with uint32 in the low bits
 PRIME_Y = PRIMES[1] - (1 << 32)
 PRIME_Z = PRIMES[2]
+CORNERS = tuple((dx, dy, dz) for dx in (0, 1) for dy in (0, 1) for dz in (0, 1))
+"""The 8 corners of a cell, in the order of the rows and weights (dx, dy, dz binary)."""
 
 
 def level_layout(levels: int, log2_table: int, base_resolution: int, per_level_scale: float) -> list[dict[str, Any]]:
@@ -56,39 +58,45 @@ def hash_corner_indices(pos_grid: Tensor, layout: dict[str, Tensor]) -> Tensor:
         rows of the concatenated table, corners ordered (dx, dy, dz) binary.  # [L, N, 8] int32
     """
     levels, n, _ = pos_grid.shape
-    device = pos_grid.device
-    corners = torch.tensor([[dx, dy, dz] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)],
-                           dtype=torch.int32, device=device)  # [8, 3]
-    out = torch.empty(levels, n, 8, dtype=torch.int32, device=device)
+    # corner-major while computing ([8, L, N]: whole-array integer ops, where [..., 8] ones run
+    # 8-wide inner loops), one transpose at the end; 3x faster on CPU
+    out = torch.empty(8, levels, n, dtype=torch.int32, device=pos_grid.device)
     n_dense = int(layout["dense"].sum())
-    if n_dense:  # dense levels: i + j r + k r^2 is linear, so the 8 corners are fixed offsets;
-        # like tcnn the index wraps modulo the level size (a corner can sit one past the grid)
-        p = pos_grid[:n_dense]
-        res = layout["resolution"][:n_dense].to(torch.int32)
-        strides = torch.stack([torch.ones_like(res), res, res * res], -1)  # [l, 3]
-        base = p[..., 0] + p[..., 1] * res[:, None] + p[..., 2] * (res * res)[:, None]
-        idx = base[:, :, None] + (corners[None] * strides[:, None, :]).sum(-1, dtype=torch.int32)[:, None, :]
-        size = layout["size"][:n_dense].to(torch.int32)[:, None, None]
-        torch.add(torch.remainder(idx, size), layout["offset"][:n_dense].to(torch.int32)[:, None, None], out=out[:n_dense])
+    if n_dense:  # dense levels: i + j r + k r^2; like tcnn the index wraps modulo the level
+        # size (a corner can sit one past the grid)
+        px, py, pz = pos_grid[:n_dense].unbind(-1)
+        res = layout["resolution"][:n_dense].to(torch.int32)[:, None]
+        size = layout["size"][:n_dense].to(torch.int32)[:, None]
+        offset = layout["offset"][:n_dense].to(torch.int32)[:, None]
+        base = px + py * res + pz * (res * res)
+        for k, (dx, dy, dz) in enumerate(CORNERS):
+            corner = out[k, :n_dense]
+            torch.add(base, dx + dy * res + dz * res * res, out=corner)
+            torch.remainder(corner, size, out=corner)
+            corner.add_(offset)
     if n_dense < levels:  # hashed levels: the table size is a power of two, so the modulo is a
         # mask; int32 products wrap like tcnn's uint32 ones in the low bits that are kept
-        p = pos_grid[n_dense:]
-        step = torch.arange(2, dtype=torch.int32, device=device)
-        hx = p[..., 0:1] + step  # [l, N, 2]
-        hy = (p[..., 1:2] + step) * PRIME_Y
-        hz = (p[..., 2:3] + step) * PRIME_Z
-        h = (hx[:, :, :, None] ^ hy[:, :, None, :]).reshape(levels - n_dense, n, 4)
-        h = (h[:, :, :, None] ^ hz[:, :, None, :]).reshape(levels - n_dense, n, 8)
-        mask = (layout["size"][n_dense:] - 1).to(torch.int32)[:, None, None]
-        torch.add(h & mask, layout["offset"][n_dense:].to(torch.int32)[:, None, None], out=out[n_dense:])
-    return out
+        px, py, pz = pos_grid[n_dense:].unbind(-1)
+        hx, hy, hz = (px, px + 1), (py * PRIME_Y, (py + 1) * PRIME_Y), (pz * PRIME_Z, (pz + 1) * PRIME_Z)
+        mask = (layout["size"][n_dense:] - 1).to(torch.int32)[:, None]
+        offset = layout["offset"][n_dense:].to(torch.int32)[:, None]
+        for k, (dx, dy, dz) in enumerate(CORNERS):
+            corner = out[k, n_dense:]
+            torch.bitwise_xor(hx[dx] ^ hy[dy], hz[dz], out=corner)
+            corner.bitwise_and_(mask).add_(offset)
+    return out.permute(1, 2, 0).contiguous()
 
 
 def trilinear_weights(frac: Tensor) -> Tensor:
     """Weights of the 8 cell corners, same order as ``hash_corner_indices``.  # [L, N, 8]"""
-    wx, wy, wz = (torch.stack([1.0 - frac[..., i], frac[..., i]], -1) for i in range(3))  # [L, N, 2] each
-    wxy = (wx[..., :, None] * wy[..., None, :]).flatten(-2)  # [L, N, 4]
-    return (wxy[..., :, None] * wz[..., None, :]).flatten(-2)
+    levels, n, _ = frac.shape
+    high = frac.unbind(-1)
+    low = tuple(1.0 - f for f in high)
+    out = torch.empty(8, levels, n, dtype=frac.dtype, device=frac.device)  # corner-major, as above
+    xy = {(dx, dy): (high if dx else low)[0] * (high if dy else low)[1] for dx in (0, 1) for dy in (0, 1)}
+    for k, (dx, dy, dz) in enumerate(CORNERS):
+        torch.mul(xy[dx, dy], (high if dz else low)[2], out=out[k])
+    return out.permute(1, 2, 0).contiguous()
 
 
 def hash_encode(u: Tensor, table: Tensor, layout: dict[str, Tensor], backend: str = "torch") -> Tensor:
