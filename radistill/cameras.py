@@ -1,4 +1,4 @@
-"""Pinhole cameras, ray generation and pose samplers.
+"""Pinhole cameras, ray generation, pose samplers, and the similarity between two frames.
 
 Conventions: camera-to-world matrices in OpenGL/Blender axes (the camera looks down its -z
 axis, +y is up, +x is right); pixel centres sit at ``(i + 0.5, j + 0.5)``; world units are
@@ -163,6 +163,40 @@ class Cameras:
             torch.tensor(d["cx"]), torch.tensor(d["cy"]), int(d["width"]), int(d["height"]),
             float(d.get("near", 0.05)), float(d.get("far", 1e3)), ndc,
         )
+
+
+@dataclass
+class Similarity:
+    """The map ``p -> scale * (rotation @ p + translation)`` from one frame to another (how a
+    nerfstudio data parser moves a scene: ``dataparser_transforms.json``). Each method follows
+    the dtype and device of its input."""
+
+    rotation: Tensor  # [3, 3]
+    translation: Tensor  # [3]
+    scale: float = 1.0
+
+    @classmethod
+    def identity(cls) -> "Similarity":
+        return cls(torch.eye(3), torch.zeros(3), 1.0)
+
+    def inverse(self) -> "Similarity":
+        r = self.rotation.T
+        return Similarity(r, -self.scale * (r @ self.translation), 1.0 / self.scale)
+
+    def points(self, p: Tensor) -> Tensor:  # [..., 3]
+        return (p @ self.rotation.to(p).T + self.translation.to(p)) * self.scale
+
+    def directions(self, d: Tensor) -> Tensor:
+        """Directions rotated (unit directions stay unit).  # [..., 3]"""
+        return d @ self.rotation.to(d).T
+
+    def c2w(self, c2w: Tensor) -> Tensor:
+        """Camera-to-world matrices [N, 3 or 4, 4] moved into the other frame (rotation and
+        centre; focal lengths are untouched, so the cameras see the same scene).  # [N, 4, 4]"""
+        out = torch.eye(4, dtype=c2w.dtype, device=c2w.device).repeat(c2w.shape[0], 1, 1)
+        out[:, :3, :3] = self.rotation.to(c2w) @ c2w[:, :3, :3]
+        out[:, :3, 3] = self.points(c2w[:, :3, 3])
+        return out
 
 
 def ndc_rays(origins: Tensor, dirs: Tensor, ndc: NDC) -> tuple[Tensor, Tensor]:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from radistill.cameras import NDC, Cameras, LikeCamerasSampler, SphereSampler, look_at, ndc_rays, orbit_poses
+from radistill.cameras import NDC, Cameras, LikeCamerasSampler, Similarity, SphereSampler, look_at, ndc_rays, orbit_poses
 
 
 def make_cams(c2w: torch.Tensor, w: int = 40, h: int = 30, f: float = 35.0) -> Cameras:
@@ -95,6 +95,31 @@ def test_cameras_dict_round_trip_and_scaling():
     r_full = cams.rays_for_pixels(torch.tensor([1]), torch.tensor([10.0]), torch.tensor([6.0]))
     r_half = half.rays_for_pixels(torch.tensor([1]), torch.tensor([5.0]), torch.tensor([3.0]))
     assert torch.allclose(r_full.directions, r_half.directions, atol=1e-5)
+
+
+def random_similarity() -> Similarity:
+    q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3)))
+    return Similarity(q * torch.sign(torch.det(q)), torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64), 0.37)
+
+
+def test_similarity_maps_points_directions_and_cameras_consistently():
+    move = random_similarity()
+    p = torch.randn(20, 3, dtype=torch.float64)
+    d = torch.nn.functional.normalize(torch.randn(20, 3, dtype=torch.float64), dim=-1)
+    r, t, s = move.rotation, move.translation, move.scale
+    torch.testing.assert_close(move.points(p), s * (p @ r.T + t))
+    torch.testing.assert_close(move.inverse().points(move.points(p)), p)
+    torch.testing.assert_close(move.inverse().inverse().points(p), move.points(p))
+    # a direction moves like the difference of two points, up to the scale; it stays unit
+    torch.testing.assert_close(move.points(p + d) - move.points(p), s * move.directions(d))
+    torch.testing.assert_close(move.directions(d).norm(dim=-1), torch.ones(20, dtype=torch.float64))
+    # a moved camera sees a moved point where the camera saw the point, scaled by s
+    c2w = look_at(torch.tensor([[2.0, 1.0, 3.0]]), torch.zeros(1, 3)).double()
+    moved = move.c2w(c2w[:, :3])  # 3x4 in, 4x4 out
+    in_camera = (p - c2w[0, :3, 3]) @ c2w[0, :3, :3]
+    torch.testing.assert_close((move.points(p) - moved[0, :3, 3]) @ moved[0, :3, :3], s * in_camera)
+    torch.testing.assert_close(moved[0, 3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64))
+    assert move.points(p.float()).dtype == torch.float32  # follows its input
 
 
 def test_bad_c2w_shape_is_a_clear_error():

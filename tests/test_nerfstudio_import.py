@@ -290,14 +290,16 @@ def test_a_tiny_cuda_nn_vector_of_another_size_is_named(tmp_path):
 
 def test_gaussians_go_to_nerfstudio_frame_and_back_unchanged():
     """World -> nerfstudio's frame (what the plugin writes for splatfacto) inverts the importer's move."""
-    from radistill.io.nerfstudio import gaussians_from_world, gaussians_to_world
+    from radistill.cameras import Similarity
+    from radistill.io.nerfstudio import transform_gaussians
 
     ns = splats_in_nerfstudio_frame()
     n = ns["means"].shape[0]
     params = {"means": ns["means"], "quats": torch.nn.functional.normalize(ns["quats"], dim=-1), "log_scales": ns["scales"],
               "logit_opacities": ns["opacities"].reshape(n), "sh": torch.cat([ns["features_dc"][:, None], ns["features_rest"]], 1)}
-    world = gaussians_to_world(params, ROTATION.double(), TRANSLATION.double(), SCALE)
-    back = gaussians_from_world(world, ROTATION.double(), TRANSLATION.double(), SCALE)
+    frame = Similarity(ROTATION.double(), TRANSLATION.double(), SCALE)
+    world = transform_gaussians(params, frame.inverse())
+    back = transform_gaussians(world, frame)
     assert not torch.allclose(world["means"], params["means"], atol=1e-2)  # the frames really differ
     for key in ("means", "log_scales", "logit_opacities", "sh"):
         torch.testing.assert_close(back[key], params[key], atol=2e-5, rtol=1e-5)
@@ -309,7 +311,8 @@ def test_gaussians_go_to_nerfstudio_frame_and_back_unchanged():
 def test_splatfacto_state_is_read_back_by_the_importer(tmp_path, degree):
     """The tensors the plugin writes for splatfacto are what a splatfacto run holds: the importer
     reads them back exactly (with sh_degree 0, splatfacto keeps the colour's logit)."""
-    from radistill.io.nerfstudio import gaussians_from_world, splatfacto_state
+    from radistill.cameras import Similarity
+    from radistill.io.nerfstudio import splatfacto_state, transform_gaussians
 
     ns = splats_in_nerfstudio_frame()
     n = ns["means"].shape[0]
@@ -322,9 +325,9 @@ def test_splatfacto_state_is_read_back_by_the_importer(tmp_path, degree):
     write_run(tmp_path / "run", params={k[len("_model.gauss_params."):]: v for k, v in state.items()})
     (tmp_path / "run" / "config.yml").write_text(CONFIG.format(method="splatfacto").replace("sh_degree: 3", f"sh_degree: {degree}"))
     world = load_nerfstudio_run(tmp_path / "run")
-    back = gaussians_from_world({"means": world.means, "quats": world.quats, "log_scales": world.log_scales,
-                                 "logit_opacities": world.logit_opacities, "sh": world.sh},
-                                ROTATION.double(), TRANSLATION.double(), SCALE)
+    back = transform_gaussians({"means": world.means, "quats": world.quats, "log_scales": world.log_scales,
+                                "logit_opacities": world.logit_opacities, "sh": world.sh},
+                               Similarity(ROTATION.double(), TRANSLATION.double(), SCALE))
     torch.testing.assert_close(back["means"], params["means"], atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(back["sh"], params["sh"], atol=2e-5, rtol=1e-4)
 

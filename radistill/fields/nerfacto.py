@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from radistill.cameras import Similarity
 from radistill.fields.base import FieldOutputs, RenderOutputs, Representation, render_volumetric
 from radistill.fields.hashgrid import HashEncoding
 from radistill.fields.sh import sh_basis
@@ -178,7 +179,7 @@ class NerfactoField(Representation):
         rotation = torch.tensor(config.rotation, dtype=torch.float32)
         translation = torch.tensor(config.translation, dtype=torch.float32)
         corners = torch.tensor([[a, b, c] for a in (-1.0, 1.0) for b in (-1.0, 1.0) for c in (-1.0, 1.0)])
-        world = (config.box * corners / config.scale - translation) @ rotation  # the scene box in the world
+        world = Similarity(rotation, translation, config.scale).inverse().points(config.box * corners)  # the scene box
         super().__init__(config, torch.stack([world.amin(0), world.amax(0)]))
         self.register_buffer("rotation", rotation)
         self.register_buffer("translation", translation)
@@ -199,9 +200,14 @@ class NerfactoField(Representation):
         """The hash encoding of points in [0, 1]^3.  # [N, L * F]"""
         return self.grid(q)
 
+    @property
+    def frame(self) -> Similarity:
+        """The move from the world into nerfstudio's frame."""
+        return Similarity(self.rotation, self.translation, self.config.scale)
+
     def to_nerfstudio(self, x: Tensor) -> Tensor:
         """World points in nerfstudio's frame.  # [N, 3]"""
-        return (x @ self.rotation.T + self.translation) * self.config.scale
+        return self.frame.points(x)
 
     def _base(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The base MLP's outputs and the inside flag at world points.  # [N, 16], [N]"""
@@ -219,7 +225,7 @@ class NerfactoField(Representation):
     def query(self, x: Tensor, d: Tensor) -> FieldOutputs:
         h, inside = self._base(x)
         sigma = self.config.average_init_density * torch.exp(h[:, 0]) * inside * self.config.scale
-        d_ns = d @ self.rotation.T
+        d_ns = self.frame.directions(d)
         # both builds encode (d + 1) / 2; tiny-cuda-nn maps it back to d and uses its own signs
         sh = sh_basis(d_ns, 3) if self.config.encoding == "tcnn" else nerfstudio_sh((d_ns + 1.0) / 2.0)
         parts = [sh, h[:, 1:]]
@@ -261,7 +267,7 @@ class NerfactoField(Representation):
         """Composite the field at the bins of nerfacto's proposal sampler (rays in the world)."""
         origins, dirs = rays.origins, rays.viewdirs
         # distances along a ray in nerfstudio's frame are ``scale`` times the world's
-        edges = self.proposals.bins(self.to_nerfstudio(origins), dirs @ self.rotation.T) / self.config.scale
+        edges = self.proposals.bins(self.to_nerfstudio(origins), self.frame.directions(dirs)) / self.config.scale
         mid = (edges[:, 1:] + edges[:, :-1]) / 2  # [R, S]
         n_rays, n = mid.shape
         positions = (origins[:, None, :] + dirs[:, None, :] * mid[..., None]).reshape(-1, 3)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from radistill.cameras import Cameras
+from radistill.cameras import Cameras, Similarity
 from radistill.datasets.blender import camera_angle, frame_image_path, frame_matrix, read_transforms
 from radistill.datasets.nerfstudio import INTRINSICS, frame_intrinsic
 from radistill.errors import CheckpointError, DatasetError
@@ -88,8 +88,8 @@ def latest_checkpoint(run: Path) -> Path:
     return found[-1]
 
 
-def dataparser_transform(run: Path) -> tuple[Tensor, Tensor, float]:
-    """``(R [3, 3], t [3], scale)``: nerfstudio's frame is ``scale * (R p + t)``."""
+def dataparser_transform(run: Path) -> Similarity:
+    """The move from the world frame into nerfstudio's: ``scale * (R p + t)`` (float64)."""
     path = run / "dataparser_transforms.json"
     if not path.is_file():
         raise CheckpointError(f"{run}: dataparser_transforms.json is missing (needed to put the scene back in its "
@@ -103,7 +103,7 @@ def dataparser_transform(run: Path) -> tuple[Tensor, Tensor, float]:
     rotation = transform[:, :3]
     if not torch.allclose(rotation @ rotation.T, torch.eye(3, dtype=torch.float64), atol=1e-4) or scale <= 0:
         raise CheckpointError(f"{path}: the transform's 3x3 part is not a rotation, or the scale is not positive")
-    return rotation, transform[:, 3], scale
+    return Similarity(rotation, transform[:, 3], scale)
 
 
 def _quat_from_matrix(m: Tensor) -> Tensor:
@@ -132,25 +132,16 @@ def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
                         aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
 
 
-def transform_gaussians(params: dict[str, Tensor], rotation: Tensor, translation: Tensor, scale: float) -> dict[str, Tensor]:
-    """Gaussians moved by the similarity ``p -> scale * R p + t``: centres, sizes, orientations,
-    and the SH colour (a direction ``d`` becomes ``R d``)."""
-    r = rotation.to(torch.float64)
-    means = (scale * params["means"].double() @ r.T + translation.to(torch.float64)).float()
+def transform_gaussians(params: dict[str, Tensor], move: Similarity) -> dict[str, Tensor]:
+    """Gaussians moved by a similarity: centres, sizes, orientations, and the SH colour (a
+    direction ``d`` becomes ``R d``); computed in float64. The importer moves splatfacto's
+    Gaussians to the world with ``dataparser_transform(run).inverse()``, the plugin writes
+    them back with ``dataparser_transform(run)``."""
+    r = move.rotation.to(torch.float64)
+    means = move.points(params["means"].double()).float()
     quats = _quat_multiply(_quat_from_matrix(r).expand_as(params["quats"]), params["quats"].double()).float()
-    return {"means": means, "quats": quats, "log_scales": params["log_scales"] + math.log(scale),
+    return {"means": means, "quats": quats, "log_scales": params["log_scales"] + math.log(move.scale),
             "logit_opacities": params["logit_opacities"], "sh": rotate_sh(params["sh"], r.T.float())}
-
-
-def gaussians_to_world(params: dict[str, Tensor], rotation: Tensor, translation: Tensor, scale: float) -> dict[str, Tensor]:
-    """Gaussians of nerfstudio's frame ``scale * (R p + t)`` moved to the world frame."""
-    r = rotation.to(torch.float64)
-    return transform_gaussians(params, r.T, -(r.T @ translation.to(torch.float64)), 1.0 / scale)
-
-
-def gaussians_from_world(params: dict[str, Tensor], rotation: Tensor, translation: Tensor, scale: float) -> dict[str, Tensor]:
-    """World-frame Gaussians moved into nerfstudio's frame ``scale * (R p + t)``."""
-    return transform_gaussians(params, rotation, scale * translation.to(torch.float64), scale)
 
 
 def splatfacto_state(params: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -211,10 +202,10 @@ def load_nerfstudio_run(path: str | Path):
     if not isinstance(data, dict) or not isinstance(data.get("pipeline"), dict):
         found = ", ".join(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{ckpt}: a nerfstudio checkpoint is a dict with 'pipeline'; found {found}")
-    rotation, translation, scale = dataparser_transform(run)
+    frame = dataparser_transform(run)
     if method == "nerfacto" or method.startswith("nerfacto-"):
-        return _nerfacto_field(data["pipeline"], config, ckpt, rotation, translation, scale)
-    params = gaussians_to_world(_splatfacto_params(data["pipeline"], config, ckpt), rotation, translation, scale)
+        return _nerfacto_field(data["pipeline"], config, ckpt, frame)
+    params = transform_gaussians(_splatfacto_params(data["pipeline"], config, ckpt), frame.inverse())
     return GaussiansField.from_params(params["means"], params["quats"], params["log_scales"],
                                       params["logit_opacities"], params["sh"])
 
@@ -365,8 +356,7 @@ def scene_box_half_side(config: dict[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) and value > 0 else 1.0
 
 
-def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, rotation: Tensor, translation: Tensor,
-                    scale: float):
+def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, frame: Similarity):
     from radistill.fields.nerfacto import NerfactoConfig, NerfactoField
 
     model = config.get("pipeline", {}).get("model", {}) if isinstance(config.get("pipeline"), dict) else {}
@@ -382,9 +372,9 @@ def _nerfacto_field(state: dict[str, Any], config: dict[str, Any], ckpt: Path, r
         appearance = None
     cfg = NerfactoConfig(levels=levels, features=features, log2_table=log2, min_res=int(model.get("base_res", 16)),
                          max_res=int(model.get("max_res", 2048)),
-                         average_init_density=float(model.get("average_init_density", 1.0)), scale=scale,
-                         box=scene_box_half_side(config),
-                         rotation=rotation.tolist(), translation=translation.tolist(), source=str(ckpt))
+                         average_init_density=float(model.get("average_init_density", 1.0)), scale=frame.scale,
+                         box=scene_box_half_side(config), rotation=frame.rotation.tolist(),
+                         translation=frame.translation.tolist(), source=str(ckpt))
     if isinstance(state.get("_model.field.mlp_base.model.params"), Tensor):
         return _nerfacto_tcnn(state, model, cfg, appearance, ckpt)
     table = state.get("_model.field.mlp_base.model.0.hash_table")

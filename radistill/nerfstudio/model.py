@@ -9,6 +9,7 @@ exactly as ``radistill train`` trains it, and a distillation runs the PVD stages
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -17,9 +18,9 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.models.base_model import Model
 from torch import Tensor
 
-from radistill.cameras import Cameras, Rays
+from radistill.cameras import Cameras, Rays, Similarity
 from radistill.errors import ConfigError
-from radistill.nerfstudio.frame import SceneFrame
+from radistill.io.nerfstudio import dataparser_transform
 
 
 def composite(image: Tensor, background: Tensor) -> Tensor:
@@ -51,7 +52,7 @@ class RadistillModel(Model):
             convert_config = ConvertConfig(progress=False, view_size=config.view_size)
             self.distillation = prepare_distillation(str(config.teacher), config.kind, convert_config, options)
             self.field = self.distillation.student
-            self.frame = SceneFrame.of_run(config.teacher)
+            self.frame = dataparser_transform(Path(config.teacher))
         else:
             from radistill.fields import kind_class
 
@@ -59,15 +60,16 @@ class RadistillModel(Model):
                 raise ConfigError(f"{config.kind} are not trained from photos by radistill: distil them from a run "
                                   f"(ns-train radistill-distill --teacher RUN --to {config.kind})")
             self.field = create_field(config.kind, self.scene_box.aabb.float(), **options)
-            self.frame = SceneFrame.identity()
+            self.frame = Similarity.identity()
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         return {}  # radistill's optimiser owns the field's parameters (see RadistillTrainer)
 
     def rays(self, ray_bundle: RayBundle) -> Rays:
         """nerfstudio rays (its frame) as radistill rays in the field's frame."""
-        origins = self.frame.points_to_field(ray_bundle.origins.reshape(-1, 3))
-        dirs = torch.nn.functional.normalize(self.frame.directions_to_field(ray_bundle.directions.reshape(-1, 3)), dim=-1)
+        to_field = self.frame.inverse()
+        origins = to_field.points(ray_bundle.origins.reshape(-1, 3))
+        dirs = torch.nn.functional.normalize(to_field.directions(ray_bundle.directions.reshape(-1, 3)), dim=-1)
         zeros = torch.zeros(origins.shape[0], device=origins.device)
         return Rays(origins, dirs, dirs, zeros, zeros + 1e3)
 
@@ -79,7 +81,7 @@ class RadistillModel(Model):
     def get_outputs_for_camera(self, camera: NsCameras, obb_box: Optional[Any] = None) -> Dict[str, Tensor]:
         """A whole image the way the kind draws one (Gaussians are rasterised, fields ray-marched)."""
         cam = camera[0:1] if camera.shape else camera.reshape((1,))
-        c2w = self.frame.c2w_to_field(cam.camera_to_worlds.reshape(1, 3, 4).float().to(self.device))
+        c2w = self.frame.inverse().c2w(cam.camera_to_worlds.reshape(1, 3, 4).float().to(self.device))
         ours = Cameras(c2w.cpu(), cam.fx.reshape(1).float().cpu(), cam.fy.reshape(1).float().cpu(),
                        cam.cx.reshape(1).float().cpu(), cam.cy.reshape(1).float().cpu(),
                        int(cam.width.reshape(-1)[0]), int(cam.height.reshape(-1)[0]))

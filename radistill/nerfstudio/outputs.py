@@ -52,10 +52,11 @@ def write_outputs(model: Any, config: Any, step: int, datamanager: Any = None) -
 
 
 def write_splatfacto_run(field: Any, frame: Any, config: Any, step: int, teacher: Path) -> Path:
-    """A splatfacto run of ``field``'s Gaussians on the teacher's scene; returns its ``config.yml``."""
+    """A splatfacto run of ``field``'s Gaussians on the teacher's scene; returns its ``config.yml``.
+    ``frame`` is the teacher's move from the world into nerfstudio's frame (a ``Similarity``)."""
     from nerfstudio.configs.method_configs import method_configs
 
-    from radistill.io.nerfstudio import gaussians_from_world, splatfacto_state
+    from radistill.io.nerfstudio import splatfacto_state, transform_gaussians
 
     splat = copy.deepcopy(method_configs["splatfacto"])
     splat.output_dir, splat.experiment_name, splat.timestamp = config.output_dir, config.experiment_name, config.timestamp
@@ -67,7 +68,7 @@ def write_splatfacto_run(field: Any, frame: Any, config: Any, step: int, teacher
         params = {"means": field.means.detach().cpu(), "quats": torch.nn.functional.normalize(field.quats.detach().cpu(), dim=-1),
                   "log_scales": field.log_scales.detach().cpu(), "logit_opacities": field.logit_opacities.detach().cpu(),
                   "sh": field.sh.detach().cpu()}
-    params = gaussians_from_world(params, frame.rotation.double(), frame.translation.double(), frame.scale)
+    params = transform_gaussians(params, frame)
     checkpoints = Path(splat.get_checkpoint_dir())
     checkpoints.mkdir(parents=True, exist_ok=True)
     for old in checkpoints.glob("step-*.ckpt"):
