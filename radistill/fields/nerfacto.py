@@ -37,6 +37,12 @@ from radistill.render.occupancy import OccupancyGrid
 PRIMES = (1, 2654435761, 805459861)
 OCCUPANCY_RESOLUTION = 128
 SKIP_ALPHA = 1e-3
+PROPOSAL_PASS_SAMPLES = 1 << 17
+"""Samples of the densest proposal round in one pass of ``render``: more rays than that are
+rendered in passes. The hash encoding of a pass holds 8 corner rows and weights per level and
+sample, so one pass over 8192 rays of 64 proposal samples (the CI's small run) peaked 690 MB above
+the loaded run and took 1.7 s per 100x100 view, passes of 2048 rays 100 MB and 1.4 s; nerfacto's
+default 256 proposal samples would take four times that memory per ray."""
 """Cells whose density gives less than this opacity over one marching step are skipped."""
 # nerfstudio's corner order (pytorch_fwd): (x, y, z) each from the ceiling (1) or floor (0)
 CORNERS = ((1, 1, 1), (1, 0, 1), (0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0), (0, 0, 0), (0, 1, 0))
@@ -258,7 +264,12 @@ class NerfactoField(Representation):
         """What nerfstudio renders: its proposal sampling (``radistill.fields.nerfacto_proposals``)
         when the run's proposal networks were read, else dense marching of the field."""
         if self.proposals is not None:
-            return self._render_proposals(rays, background)
+            settings = self.proposals.settings
+            per_pass = max(1, PROPOSAL_PASS_SAMPLES // max((*settings.proposal_samples, settings.nerf_samples)))
+            if len(rays) <= per_pass:
+                return self._render_proposals(rays, background)
+            return _concatenate([self._render_proposals(rays[i:i + per_pass], background)
+                                 for i in range(0, len(rays), per_pass)])
         return render_volumetric(self, rays, self.config.volume_step, background, perturb, generator, window,
                                  self.occupancy())
 
@@ -285,3 +296,14 @@ class NerfactoField(Representation):
         ray_ids = torch.arange(n_rays, device=mid.device).repeat_interleave(n)
         return RenderOutputs(rgb, (weights * mid).sum(-1), opacity, weights.reshape(-1), ray_ids, positions,
                              positions.shape[0])
+
+
+def _concatenate(passes: list[RenderOutputs]) -> RenderOutputs:
+    """The renders of consecutive groups of rays as one render (sample ray ids offset)."""
+    ray_ids, first = [], 0
+    for p in passes:
+        ray_ids.append(p.ray_ids + first)
+        first += len(p.rgb)
+    return RenderOutputs(torch.cat([p.rgb for p in passes]), torch.cat([p.depth for p in passes]),
+                         torch.cat([p.opacity for p in passes]), torch.cat([p.weights for p in passes]),
+                         torch.cat(ray_ids), torch.cat([p.positions for p in passes]), sum(p.n_samples for p in passes))

@@ -114,6 +114,17 @@ def test_a_nerfacto_run_renders_as_nerfstudio_renders_it(nerfacto_run, monkeypat
     marched = psnr(dense, theirs["rgb"])
     record_property("PSNR vs nerfstudio's render: proposal sampler / dense marching (dB)", f"{agreement:.1f} / {marched:.1f}")
     assert agreement > 50 and agreement > marched + 10
+    # many rays are rendered in passes of bounded size: the same answer, packed samples included
+    from radistill.fields import nerfacto
+
+    some = rays[:3000]
+    in_passes = teacher.field.render(some, teacher.background)
+    monkeypatch.setattr(nerfacto, "PROPOSAL_PASS_SAMPLES", 1 << 30)
+    at_once = teacher.field.render(some, teacher.background)
+    assert in_passes.n_samples == at_once.n_samples == in_passes.positions.shape[0]
+    assert torch.equal(in_passes.ray_ids, at_once.ray_ids)
+    for key in ("rgb", "depth", "opacity", "weights", "positions"):
+        torch.testing.assert_close(getattr(in_passes, key), getattr(at_once, key), atol=1e-5, rtol=1e-5)
 
 
 def test_a_nerfacto_run_teaches_from_the_cameras_it_was_trained_with(nerfacto_run, small_lego, record_property):
