@@ -52,6 +52,8 @@ class RadistillModel(Model):
             convert_config = ConvertConfig(progress=False, view_size=config.view_size)
             self.distillation = prepare_distillation(str(config.teacher), config.kind, convert_config, options)
             self.field = self.distillation.student
+            # the student lives in the teacher's world frame (the run is imported there); self.frame
+            # moves it into nerfstudio's normalised frame, where the rays of this pipeline come from
             self.frame = dataparser_transform(Path(config.teacher))
         else:
             from radistill.fields import kind_class
@@ -60,7 +62,7 @@ class RadistillModel(Model):
                 raise ConfigError(f"{config.kind} are not trained from photos by radistill: distil them from a run "
                                   f"(ns-train radistill-distill --teacher RUN --to {config.kind})")
             self.field = create_field(config.kind, self.scene_box.aabb.float(), **options)
-            self.frame = Similarity.identity()
+            self.frame = Similarity.identity()  # trained from nerfstudio's photos: in its frame already
 
     def get_param_groups(self) -> Dict[str, List[torch.nn.Parameter]]:
         return {}  # radistill's optimiser owns the field's parameters (see RadistillTrainer)
