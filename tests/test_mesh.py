@@ -13,7 +13,7 @@ from radistill.errors import ConfigError, DatasetError
 from radistill.fields.base import FieldOutputs, Representation, render_volumetric
 from radistill.fields import meshing
 from radistill.fields.mesh import MeshConfig, MeshField
-from radistill.fields.mesh_volume import closest_point_barycentrics, parity_inside
+from radistill.fields.mesh_volume import closest_point_barycentrics, coarse_signed_distance, parity_inside
 from radistill.io.mesh import MeshFileWarning, is_mesh_file, load_mesh, ply_has_faces, save_mesh
 
 
@@ -91,6 +91,33 @@ def test_parity_fills_the_inside_of_a_closed_mesh_even_with_a_hole():
     assert torch.equal(parity_inside(v, f, lo, step, res), truth)
     holed = parity_inside(v, f[1:], lo, step, res)  # one triangle missing: the vote keeps the inside
     assert (holed != truth).float().mean() < 0.01
+
+
+def test_coarse_distance_is_a_lower_bound_of_the_exact_one_and_keeps_its_sign():
+    """Against exact distance transforms (scipy's Euclidean one): the same sign everywhere, never
+    larger, and at most sqrt(3) times smaller (chessboard against Euclidean distance)."""
+    from scipy import ndimage
+
+    res = 48
+    ijk = np.stack(np.meshgrid(*[np.arange(res)] * 3, indexing="ij"), -1)
+    inside = (((ijk - [24, 22, 26]) / [9, 6, 7]) ** 2).sum(-1) <= 1  # an ellipsoid
+    inside |= (np.abs(ijk - [12, 24, 24]) <= [0, 4, 4]).all(-1)  # a plate one cell thin
+    for step in (np.full(3, 0.02), np.array([0.02, 0.03, 0.025])):
+        exact = np.where(inside, ndimage.distance_transform_edt(inside, sampling=step),
+                         -ndimage.distance_transform_edt(~inside, sampling=step))
+        half = 0.5 * step.min()
+        coarse = coarse_signed_distance(inside, step)
+        assert coarse.dtype == np.float32
+        coarse = coarse + np.where(inside, half, -half)  # centre to centre
+        assert np.sign(coarse).tolist() == np.sign(exact).tolist()
+        assert (np.abs(coarse) <= np.abs(exact) + 1e-6).all()
+        assert (np.abs(coarse) * np.sqrt(3) * step.max() / step.min() >= np.abs(exact) - 1e-6).all()
+    plate = (ijk[..., 0] == 12) & inside & ~(np.abs(ijk - [24, 22, 26]) < 10).all(-1)
+    assert plate.sum() > 40 and np.allclose(coarse[plate], step.min())  # one cell from the outside
+    # nothing inside (an open mesh), or nothing outside: finite, with the right sign
+    assert (coarse_signed_distance(np.zeros((8, 8, 8), bool), np.full(3, 0.1)) < 0).all()
+    full = coarse_signed_distance(np.ones((8, 8, 8), bool), np.full(3, 0.1))
+    assert np.isfinite(full).all() and (full > 0).all()
 
 
 def test_query_density_follows_the_signed_distance_and_colour_the_nearest_surface():
