@@ -172,6 +172,31 @@ def test_extraction_finds_the_ball_surface_wound_outwards_and_drops_floaters():
     assert kept_f.shape[0] == f.shape[0] and float(kept_v.norm(dim=-1).max()) < 0.6
 
 
+def test_seeds_of_a_scene_small_in_the_views_come_from_more_rounds_of_rays():
+    """A ball that fills about 2% of each view: the first round of rays (8 per seed, spread over
+    the views) finds too few opaque ones, so more rounds of the same views follow until the
+    seeds asked for are found, all on the ball's surface, long before every pixel is rendered."""
+    from radistill.fields.seeding import RAYS_PER_SEED, around_aabb_cameras, seed_points
+
+    ball = Ball(0.25)
+    cams = around_aabb_cameras(ball.aabb, 16, 64, torch.Generator().manual_seed(0))
+    rendered = []
+    render = ball.render
+    ball.render = lambda rays, *a, **k: rendered.append(len(rays)) or render(rays, *a, **k)
+    n = 200
+    points, rgb = seed_points(ball, n, torch.Generator().manual_seed(0), cams)
+    assert points.shape == (n, 3) and rgb.shape == (n, 3)
+    assert ((points.norm(dim=-1) - 0.25).abs() < 0.03).all()
+    per_view = RAYS_PER_SEED * n // 16
+    assert sum(rendered) > RAYS_PER_SEED * n and sum(rendered) % (16 * per_view) == 0  # whole rounds
+    assert sum(rendered) < 16 * 64 * 64 // 2
+    # one view holds fewer opaque pixels than seeds asked for: each of its pixels is rendered
+    # once, and the seeds there are come back
+    rendered.clear()
+    few, _ = seed_points(ball, n, torch.Generator().manual_seed(0), cams[:1])
+    assert 0 < len(few) < n and sum(rendered) == 64 * 64
+
+
 def test_a_level_without_surface_is_a_clear_error():
     grid = meshing.density_grid(Ball(), 16)
     with pytest.raises(ConfigError, match="no surface.*outside the range"):
