@@ -274,7 +274,7 @@ def test_ns_train_radistill_hashgrid_learns_the_photos(small_lego, ns_env, tmp_p
     from radistill.metrics import psnr
 
     ns("ns-train", "radistill-hashgrid", *CPU, "--max-num-iterations", "100", "--steps-per-save", "100",
-       "--pipeline.datamanager.train-num-rays-per-batch", "2048", "--output-dir", str(tmp_path),
+       "--pipeline.datamanager.train-num-rays-per-batch", "1024", "--output-dir", str(tmp_path),
        "--experiment-name", "lego", "--timestamp", "run", "blender-data", "--data", str(small_lego), env=ns_env)
     path = tmp_path / "lego" / "radistill-hashgrid" / "run" / "hashgrid.safetensors"
     tensors, meta = read_checkpoint(path)
