@@ -142,6 +142,31 @@ def test_query_density_follows_the_signed_distance_and_colour_the_nearest_surfac
     assert torch.allclose(mesh.density(x), out.sigma)
 
 
+def test_a_students_occupancy_holds_every_cell_a_thin_slab_crosses():
+    """A closed slab a sixth of a student's cell thick: jittered samples of its density miss
+    cells it crosses, the mesh's bound over each cell finds all of them, and only cells near it."""
+    from radistill.fields.hashgrid import HashGridConfig, HashGridField
+
+    z, half = 0.03, 0.01  # inside a layer of the student's cells (0.125 wide), not on a boundary
+    v, f = cube(0.5)
+    v = v * torch.tensor([1.2, 1.2, 2 * half]) + torch.tensor([0.0, 0.0, z])  # 1.2 x 1.2 x 0.02
+    slab = MeshField.from_arrays(v, f, aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    student = HashGridField.from_teacher(slab, HashGridConfig(occupancy_resolution=16))
+    centres = student.occupancy.cell_centers()
+    cell = 2.0 / 16
+    crossed = ((centres[:, 2] - z).abs() < cell / 2) & (centres[:, :2].abs() < 0.6).all(-1)
+    near = ((centres[:, 2] - z).abs() < 2 * cell) & (centres[:, :2].abs() < 0.6 + 2 * cell).all(-1)
+    occupied = student.occupancy.occupied
+    assert crossed.sum() == 100 and occupied[crossed].all() and not occupied[~near].any()
+    sampled = HashGridField(HashGridConfig(occupancy_resolution=16), slab.aabb)
+    for _ in range(4):  # what four jittered samples of the density find
+        sampled.occupancy.update(slab.visible_density, sampled.step_size, decay=1.0,
+                                 generator=torch.Generator().manual_seed(0))
+    assert not sampled.occupancy.occupied[crossed].all()
+    with pytest.raises(NotImplementedError, match="does not bound its density"):
+        student.max_density_near(centres[:2], 0.1)
+
+
 def test_volume_render_of_the_cube_is_opaque_where_rays_hit_it():
     from radistill.cameras import Rays
 

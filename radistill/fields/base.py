@@ -95,6 +95,15 @@ class Representation(nn.Module):
         there as zero), or ``None`` when it skips nothing.  # [N] bool"""
         return None
 
+    bounds_density: ClassVar[bool] = False
+    """Whether the kind answers ``max_density_near`` (a student's occupancy grid then comes from
+    that bound at its cell centres instead of from jittered samples)."""
+
+    def max_density_near(self, x: Tensor, radius: float) -> Tensor:
+        """An upper bound of the visible density within ``radius`` of points ``x`` [N, 3], for kinds
+        whose density lies in shells thinner than a student's cells (a mesh), which samples miss.  # [N]"""
+        raise NotImplementedError(f"{self.kind} does not bound its density")
+
     def visible_density(self, x: Tensor) -> Tensor:
         """Density as the kind's renderer sees it: zero where it skips space.  # [N]"""
         sigma = self.density(x)

@@ -239,6 +239,17 @@ class MeshField(Representation):
         signed, _, _ = self.volume().signed_distance(x, 8 * band)
         return soft_density(signed.to(x.device), band)
 
+    bounds_density = True
+
+    def max_density_near(self, x: Tensor, radius: float) -> Tensor:
+        """The density at the deepest point within ``radius`` of each point: the signed distance
+        grows by at most the distance moved, and the density with it.  # [N]"""
+        from radistill.fields.mesh_volume import soft_density
+
+        band = self._band()
+        signed, _, _ = self.volume().signed_distance(x, max(8 * band, radius + band))  # exact as far out as query
+        return soft_density(signed.to(x.device) + radius, band)
+
     def render(self, rays: Any, background: Tensor | None = None, perturb: bool = False,
                generator: torch.Generator | None = None, window: int | None = None) -> RenderOutputs:
         """Volume rendering of the volumetric view along arbitrary rays (images use ``render_image``)."""

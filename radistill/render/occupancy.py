@@ -46,9 +46,15 @@ class OccupancyGrid(nn.Module):
         offset = 0.5 if jitter is None else jitter
         return self.aabb[0] + (ijk + offset) / r * (self.aabb[1] - self.aabb[0])
 
+    @property
+    def cell_radius(self) -> float:
+        """Half the diagonal of a cell: every point of a cell lies this close to its centre."""
+        return 0.5 * float(((self.aabb[1] - self.aabb[0]) / self.resolution).norm())
+
     @torch.no_grad()
     def update(self, density_fn: Callable[[Tensor], Tensor], step_size: float, decay: float = 0.95,
-               threshold_alpha: float = 0.01, generator: torch.Generator | None = None, chunk: int = 1 << 16) -> None:
+               threshold_alpha: float = 0.01, generator: torch.Generator | None = None, chunk: int = 1 << 16,
+               at_centres: bool = False) -> None:
         """Re-sample the density in every cell and refresh the occupancy mask.
 
         Args:
@@ -56,9 +62,11 @@ class OccupancyGrid(nn.Module):
             step_size: the ray marcher's nominal step (world units).
             decay: how fast old maxima fade.
             threshold_alpha: opacity of one step below which a cell counts as empty.
+            at_centres: sample the cell centres (for a ``density_fn`` that bounds the density over
+                a cell) instead of a random point of each cell.
         """
         n = self.density.shape[0]
-        jitter = uniform((n, 3), generator, self.aabb.device)
+        jitter = None if at_centres else uniform((n, 3), generator, self.aabb.device)
         points = self.cell_centers(jitter)
         fresh = torch.cat([density_fn(points[i:i + chunk]) for i in range(0, n, chunk)])
         self.density.copy_(torch.maximum(self.density * decay, fresh.float()))
