@@ -8,12 +8,14 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch.nn.functional import normalize as F_normalize
 
 from radistill.errors import ConfigError, DatasetError
 from radistill.fields.base import FieldOutputs, Representation, render_volumetric
 from radistill.fields import meshing
 from radistill.fields.mesh import MeshConfig, MeshField
-from radistill.fields.mesh_volume import closest_point_barycentrics, coarse_signed_distance, parity_inside
+from radistill.fields.mesh_volume import (closest_point_barycentrics, coarse_distance, parity_inside,
+                                          surface_cells)
 from radistill.io.mesh import MeshFileWarning, is_mesh_file, load_mesh, ply_has_faces, save_mesh
 
 
@@ -93,31 +95,72 @@ def test_parity_fills_the_inside_of_a_closed_mesh_even_with_a_hole():
     assert (holed != truth).float().mean() < 0.01
 
 
-def test_coarse_distance_is_a_lower_bound_of_the_exact_one_and_keeps_its_sign():
-    """Against exact distance transforms (scipy's Euclidean one): the same sign everywhere, never
-    larger, and at most sqrt(3) times smaller (chessboard against Euclidean distance)."""
-    from scipy import ndimage
+def quad(corners):
+    """An open square (two triangles) from its four corners in order."""
+    return torch.tensor(corners, dtype=torch.float32), torch.tensor([[0, 1, 2], [0, 2, 3]])
 
-    res = 48
-    ijk = np.stack(np.meshgrid(*[np.arange(res)] * 3, indexing="ij"), -1)
-    inside = (((ijk - [24, 22, 26]) / [9, 6, 7]) ** 2).sum(-1) <= 1  # an ellipsoid
-    inside |= (np.abs(ijk - [12, 24, 24]) <= [0, 4, 4]).all(-1)  # a plate one cell thin
-    for step in (np.full(3, 0.02), np.array([0.02, 0.03, 0.025])):
-        exact = np.where(inside, ndimage.distance_transform_edt(inside, sampling=step),
-                         -ndimage.distance_transform_edt(~inside, sampling=step))
-        half = 0.5 * step.min()
-        coarse = coarse_signed_distance(inside, step)
-        assert coarse.dtype == np.float32
-        coarse = coarse + np.where(inside, half, -half)  # centre to centre
-        assert np.sign(coarse).tolist() == np.sign(exact).tolist()
-        assert (np.abs(coarse) <= np.abs(exact) + 1e-6).all()
-        assert (np.abs(coarse) * np.sqrt(3) * step.max() / step.min() >= np.abs(exact) - 1e-6).all()
-    plate = (ijk[..., 0] == 12) & inside & ~(np.abs(ijk - [24, 22, 26]) < 10).all(-1)
-    assert plate.sum() > 40 and np.allclose(coarse[plate], step.min())  # one cell from the outside
-    # nothing inside (an open mesh), or nothing outside: finite, with the right sign
-    assert (coarse_signed_distance(np.zeros((8, 8, 8), bool), np.full(3, 0.1)) < 0).all()
-    full = coarse_signed_distance(np.ones((8, 8, 8), bool), np.full(3, 0.1))
-    assert np.isfinite(full).all() and (full > 0).all()
+
+def exact_distance(points, vertices, faces):
+    """Distance from each point to the nearest point of any triangle, by brute force.  # [N]"""
+    corners = vertices[faces].double()[None].expand(points.shape[0], -1, -1, -1)
+    p = points.double()[:, None].expand(-1, faces.shape[0], -1)
+    bary = closest_point_barycentrics(p, corners)
+    return ((bary[..., None] * corners).sum(-2) - p).norm(dim=-1).min(-1).values.float()
+
+
+def test_coarse_distance_is_a_lower_bound_of_the_distance_to_every_triangle_closed_or_open():
+    """At every cell centre, against brute-force distances to a cube, an open square beside it
+    and a long thin triangle: never larger, and within a few cells of the truth."""
+    cv, cf = cube(0.3)
+    qv, qf = quad([[0.5, -0.8, -0.8], [0.5, 0.8, -0.8], [0.5, 0.8, 0.8], [0.5, -0.8, 0.8]])
+    tv = torch.tensor([[-0.9, -0.9, 0.7], [0.9, -0.85, 0.75], [0.0, -0.88, 0.71]])
+    vertices = torch.cat([cv, qv, tv])
+    faces = torch.cat([cf, qf + 8, torch.tensor([[12, 13, 14]])])
+    lo, res = torch.tensor([-1.0, -1.0, -1.0]), 32
+    for step in (torch.full((3,), 2.0 / res), torch.tensor([2.0, 2.4, 2.2]) / res):
+        surface = surface_cells(vertices, faces, lo, step, res)
+        coarse = torch.from_numpy(coarse_distance(surface.numpy(), step.numpy())).reshape(-1)
+        ijk = torch.stack(torch.meshgrid(*[torch.arange(res)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        centres = lo + (ijk + 0.5) * step
+        exact = torch.cat([exact_distance(c, vertices, faces) for c in centres.split(4096)])
+        cell = float(step.min())
+        assert bool((coarse <= exact + 1e-5).all())
+        assert bool((exact <= math.sqrt(3) * (coarse + 1.5 * cell) + 2 * float(step.max())).all())
+        assert (coarse == 0).float().mean() < 0.3  # not trivially zero
+    # a triangle outside the grid marks the border cells nearest to it, not nothing
+    far = surface_cells(torch.tensor([[3.0, 0.0, 0.0], [3.0, 0.1, 0.0], [3.0, 0.0, 0.1]]), torch.tensor([[0, 1, 2]]),
+                        lo, torch.full((3,), 2.0 / res), res)
+    assert far[-1].any() and not far[:-1].any()
+
+
+def test_an_open_surface_stops_rays_like_its_rasterised_image():
+    """A lone square has no inside: it counts as a sheet one band thick, so rays crossing it are
+    stopped (as the rasteriser draws it) and rays beside it pass; a closed cube beside it keeps
+    its soft shell, a half band outside its faces."""
+    qv, qf = quad([[-0.6, -0.6, 0.2], [0.6, -0.6, 0.2], [0.6, 0.6, 0.2], [-0.6, 0.6, 0.2]])
+    aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    config = MeshConfig(occupancy_resolution=64, band=1.0)
+    sheet = MeshField.from_arrays(qv, qf, aabb=aabb, config=config)
+    band = 2.0 / 64
+    x = torch.tensor([[0.1, -0.2, 0.2], [0.1, -0.2, 0.2 + 0.5 * band], [0.3, 0.1, 0.2 - band], [0.3, 0.1, 0.2 - 2 * band],
+                      [0.8, 0.0, 0.2]])
+    sigma = sheet.density(x)
+    expected = torch.tensor([4 / band, 2 / band, 0.0, 0.0, 0.0])
+    assert torch.allclose(sigma, expected, atol=1e-3 / band)
+    # head-on and slanted rays through it are stopped; a ray beside it is not
+    from radistill.cameras import Rays
+
+    origins = torch.tensor([[0.0, 0.0, 1.0], [0.3, 0.0, 1.0], [0.9, 0.0, 1.0]])
+    dirs = F_normalize(torch.tensor([[0.0, 0.0, -1.0], [-0.3, 0.1, -1.0], [0.0, 0.0, -1.0]]))
+    rays = Rays(origins, dirs, dirs, torch.full((3,), 0.05), torch.full((3,), 3.0))
+    opacity = sheet.render(rays).opacity
+    assert bool((opacity[:2] > 0.95).all()) and float(opacity[2]) < 1e-4
+    # with a closed cube in the mesh, its faces keep the closed rule
+    cv, cf = cube(0.25)
+    both = MeshField.from_arrays(torch.cat([qv, cv - torch.tensor([0.0, 0.0, 0.6])]), torch.cat([qf, cf + 4]),
+                                 aabb=aabb, config=config)
+    y = torch.tensor([[0.0, 0.05, -0.35 + 0.25 * band], [0.0, 0.05, -0.35 - 0.25 * band], [0.1, -0.2, 0.2]])
+    assert torch.allclose(both.density(y), torch.tensor([4 / band * 0.25, 4 / band * 0.75, 4 / band]), atol=1e-3 / band)
 
 
 def test_query_density_follows_the_signed_distance_and_colour_the_nearest_surface():

@@ -9,6 +9,7 @@ per triangle corner (as in OBJ), so seams in the atlas do not cut the surface ap
   for callers that need arbitrary rays.
 * ``query`` is the volumetric view (``mesh_volume``): a density from the signed distance to the
   surface, with a soft band ``band`` grid steps wide, and the colour of the nearest surface point.
+  Open surfaces (nothing inside them) count as sheets one band thick, opaque to a ray crossing.
 * ``from_teacher`` runs marching cubes on the teacher's density, removes floating pieces,
   decimates, unwraps a UV atlas and starts the texture from the teacher's colours
   (``meshing``); the distill engine then bakes the texture against the teacher's renders.
@@ -226,7 +227,7 @@ class MeshField(Representation):
         from radistill.fields.mesh_volume import soft_density
 
         band = self._band()
-        signed, tri, bary = self.volume().signed_distance(x, 8 * band)
+        signed, tri, bary = self.volume().signed_distance(x, 8 * band, 0.5 * band)
         device = x.device
         sigma = soft_density(signed.to(device), band)
         rgb = self.surface_color(tri.to(device), bary.to(device))
@@ -236,7 +237,7 @@ class MeshField(Representation):
         from radistill.fields.mesh_volume import soft_density
 
         band = self._band()
-        signed, _, _ = self.volume().signed_distance(x, 8 * band)
+        signed, _, _ = self.volume().signed_distance(x, 8 * band, 0.5 * band)
         return soft_density(signed.to(x.device), band)
 
     bounds_density = True
@@ -247,7 +248,7 @@ class MeshField(Representation):
         from radistill.fields.mesh_volume import soft_density
 
         band = self._band()
-        signed, _, _ = self.volume().signed_distance(x, max(8 * band, radius + band))  # exact as far out as query
+        signed, _, _ = self.volume().signed_distance(x, max(8 * band, radius + band), 0.5 * band)  # exact as far out as query
         return soft_density(signed.to(x.device) + radius, band)
 
     def render(self, rays: Any, background: Tensor | None = None, perturb: bool = False,
