@@ -135,8 +135,8 @@ def test_coarse_distance_is_a_lower_bound_of_the_distance_to_every_triangle_clos
 
 def test_an_open_surface_stops_rays_like_its_rasterised_image():
     """A lone square has no inside: it counts as a sheet one band thick, so rays crossing it are
-    stopped (as the rasteriser draws it) and rays beside it pass; a closed cube beside it keeps
-    its soft shell, a half band outside its faces."""
+    stopped (as the rasteriser draws it) and rays beside it pass; an open box stays hollow; a
+    closed cube beside the square keeps its soft shell, a half band outside its faces."""
     qv, qf = quad([[-0.6, -0.6, 0.2], [0.6, -0.6, 0.2], [0.6, 0.6, 0.2], [-0.6, 0.6, 0.2]])
     aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
     config = MeshConfig(occupancy_resolution=64, band=1.0)
@@ -155,6 +155,15 @@ def test_an_open_surface_stops_rays_like_its_rasterised_image():
     rays = Rays(origins, dirs, dirs, torch.full((3,), 0.05), torch.full((3,), 3.0))
     opacity = sheet.render(rays).opacity
     assert bool((opacity[:2] > 0.95).all()) and float(opacity[2]) < 1e-4
+    # a box without its lid: parity would fill it (rays along x and y cross two walls); as an
+    # open piece it stays hollow, and a ray down through the open top stops at the floor
+    bv, bf = cube(0.25)
+    box = MeshField.from_arrays(bv, bf[:10], aabb=aabb, config=config)
+    assert not box.volume().inside.any()
+    down = Rays(torch.tensor([[0.0, 0.05, 1.0]]), torch.tensor([[0.0, 0.0, -1.0]]), torch.tensor([[0.0, 0.0, -1.0]]),
+                torch.tensor([0.05]), torch.tensor([3.0]))
+    out = box.render(down)
+    assert float(out.opacity[0]) > 0.95 and abs(float(out.depth[0]) - 1.25) < 2 * band
     # with a closed cube in the mesh, its faces keep the closed rule
     cv, cf = cube(0.25)
     both = MeshField.from_arrays(torch.cat([qv, cv - torch.tensor([0.0, 0.0, 0.6])]), torch.cat([qf, cf + 4]),

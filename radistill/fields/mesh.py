@@ -9,7 +9,8 @@ per triangle corner (as in OBJ), so seams in the atlas do not cut the surface ap
   for callers that need arbitrary rays.
 * ``query`` is the volumetric view (``mesh_volume``): a density from the signed distance to the
   surface, with a soft band ``band`` grid steps wide, and the colour of the nearest surface point.
-  Open surfaces (nothing inside them) count as sheets one band thick, opaque to a ray crossing.
+  Open surfaces (pieces with a border, parts thinner than a cell) count as sheets one band
+  thick, opaque to a ray crossing.
 * ``from_teacher`` runs marching cubes on the teacher's density, removes floating pieces,
   decimates, unwraps a UV atlas and starts the texture from the teacher's colours
   (``meshing``); the distill engine then bakes the texture against the teacher's renders.
@@ -244,12 +245,13 @@ class MeshField(Representation):
 
     def max_density_near(self, x: Tensor, radius: float) -> Tensor:
         """The density at the deepest point within ``radius`` of each point: the signed distance
-        grows by at most the distance moved, and the density with it.  # [N]"""
+        grows by at most the distance moved (plus the sheets' half width where the rule for
+        open surfaces takes over), and the density with it.  # [N]"""
         from radistill.fields.mesh_volume import soft_density
 
         band = self._band()
         signed, _, _ = self.volume().signed_distance(x, max(8 * band, radius + band), 0.5 * band)  # exact as far out as query
-        return soft_density(signed.to(x.device) + radius, band)
+        return soft_density(signed.to(x.device) + radius + 0.5 * band, band)
 
     def render(self, rays: Any, background: Tensor | None = None, perturb: bool = False,
                generator: torch.Generator | None = None, window: int | None = None) -> RenderOutputs:

@@ -88,21 +88,25 @@ def extract_surface(grid: Tensor, aabb: Tensor, level: float) -> tuple[Tensor, T
 
 def drop_small_pieces(vertices: Tensor, faces: Tensor, min_fraction: float) -> tuple[Tensor, Tensor]:
     """Remove connected pieces with fewer than ``min_fraction`` of all faces (and unused vertices)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if faces.shape[0] == 0 or min_fraction <= 0:
         return compact(vertices, faces)
-    f = faces.numpy()
-    rows = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
-    cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
-    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(vertices.shape[0],) * 2)
-    _, label = connected_components(graph, directed=False)
-    face_label = torch.from_numpy(label[f[:, 0]])
+    face_label = torch.from_numpy(face_pieces(faces.numpy(), vertices.shape[0]))
     sizes = torch.bincount(face_label)
     keep = sizes[face_label] >= min_fraction * faces.shape[0]
     keep |= face_label == int(torch.argmax(sizes))  # never remove everything
     return compact(vertices, faces[keep])
+
+
+def face_pieces(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """The connected piece of each face (faces sharing a vertex are in one piece).  # [F] int"""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n_vertices, n_vertices))
+    _, label = connected_components(graph, directed=False)
+    return label[faces[:, 0]].astype(np.int64)
 
 
 def compact(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
