@@ -29,6 +29,7 @@ from radistill.errors import ConfigError
 from radistill.fields.base import Representation, config_from_dict, kind_class
 from radistill.io.checkpoint import save_field
 from radistill.metrics import psnr
+from radistill.rng import deterministic_on_cpu
 
 
 MIN_VIEW_SIZE = 8
@@ -103,7 +104,8 @@ def convert(teacher: str | Path | Representation | FieldTeacher, to: str, config
     source = str(teacher) if isinstance(teacher, (str, Path)) else None
     out_dir, export = _output_paths(output, to)
     device = resolve_device(config.device)  # a bad name fails before any work
-    job = prepare_distillation(teacher, to, config, student_options, images)
+    with deterministic_on_cpu("cpu"):  # seeding and fitting a student run on the CPU
+        job = prepare_distillation(teacher, to, config, student_options, images)
     teacher, student, metadata = job.teacher, job.student.to(device), job.metadata
     teacher.field.to(device)
     if source is not None:

@@ -117,3 +117,37 @@ def test_resume_with_another_kernel_backend_continues(tiny_scene, tmp_path):
     resumed = train(create_field("hashgrid", tiny_scene.aabb, **SMALL["hashgrid"], backend="auto"), teacher,
                     TrainConfig(steps=4, batch_rays=128, progress=False), tmp_path, resume=True)
     assert resumed.steps == 4
+
+
+def gather_gradients(x: torch.Tensor, idx: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``x[idx]`` (repeated indices) for the given upstream gradient."""
+    x = x.detach().requires_grad_(True)
+    (x[idx] * upstream).sum().backward()
+    return x.grad
+
+
+def test_training_on_a_cpu_makes_gathers_with_repeated_indices_reproducible(tiny_scene, monkeypatch):
+    """The backward pass of ``x[idx]`` adds with parallel atomics on a multi-threaded CPU, in an
+    order that changes between runs (a mesh's vertices differed in the last bit between two
+    identical bakes): ``train`` runs with deterministic algorithms there, and restores the
+    setting after."""
+    from radistill.distill import engine
+    from radistill.rng import deterministic_on_cpu
+
+    g = torch.Generator().manual_seed(0)
+    x, idx = torch.randn(2000, 2, generator=g), torch.randint(0, 2000, (100_000, 3), generator=g)
+    upstream = torch.randn(100_000, 3, 2, generator=g)
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_on_cpu("cpu"):
+        first = gather_gradients(x, idx, upstream)
+        assert all(torch.equal(first, gather_gradients(x, idx, upstream)) for _ in range(10))
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.allclose(first, gather_gradients(x, idx, upstream), rtol=1e-4, atol=1e-4)  # the same sums
+    # train() itself runs under it
+    seen = []
+    step = engine.StepRunner.step
+    monkeypatch.setattr(engine.StepRunner, "step", lambda self, *a: (seen.append(
+        torch.are_deterministic_algorithms_enabled()), step(self, *a))[1])
+    field = create_field("hashgrid", tiny_scene.aabb, log2_table=12, max_resolution=64)
+    train(field, ImageTeacher.from_scene(tiny_scene), TrainConfig(steps=3, batch_rays=256, progress=False))
+    assert seen == [True] * 3 and not torch.are_deterministic_algorithms_enabled()

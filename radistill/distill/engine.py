@@ -25,6 +25,7 @@ from radistill.distill.teachers import FieldTeacher, ImageTeacher
 from radistill.errors import CheckpointError
 from radistill.fields.base import Representation
 from radistill.io.checkpoint import field_from_checkpoint, read_checkpoint, save_field
+from radistill.rng import deterministic_on_cpu
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 
@@ -158,6 +159,13 @@ def train(student: Representation, teacher: ImageTeacher | FieldTeacher, config:
         distill: stages, loss weights and active learning (field teachers only).
         images: original photos mixed into stage 3 of a distillation (optional).
     """
+    with deterministic_on_cpu(student.aabb.device):  # so that a resumed run equals an uninterrupted one
+        return _train(student, teacher, config, out_dir, resume, metadata, distill, images)
+
+
+def _train(student: Representation, teacher: ImageTeacher | FieldTeacher, config: TrainConfig,
+           out_dir: str | Path | None, resume: bool, metadata: dict[str, Any] | None,
+           distill: DistillConfig | None, images: ImageTeacher | None) -> TrainResult:
     from tqdm.auto import tqdm
 
     metadata = dict(metadata or {})
