@@ -43,11 +43,14 @@ def deterministic_on_cpu(device: torch.device | str) -> Iterator[None]:
         return
     import torch.utils.deterministic as det
 
+    # the flag itself: torch.use_deterministic_algorithms also imports torch._inductor's config
+    # (a second per process, for torch.compile, which radistill does not use)
+    set_flag = getattr(torch._C, "_set_deterministic_algorithms", None) or torch.use_deterministic_algorithms
     fill = det.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    set_flag(True, warn_only=True)
     det.fill_uninitialized_memory = False
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(False)
+        set_flag(False, warn_only=False)
         det.fill_uninitialized_memory = fill
