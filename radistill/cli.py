@@ -137,6 +137,9 @@ class Convert:
     """Longest side in pixels of the views the teacher renders and the student learns from
     (the teacher's cameras scaled down to it; default: their own size). For a large capture
     on a CPU, e.g. 400."""
+    report_views: int = 8
+    """Random teacher poses on which the final report compares student and teacher (0: no
+    report; each view is one render of both)."""
     resume: bool = False
     """Continue the conversion in --output from its last checkpoint."""
     checkpoint_every: int = 250
@@ -165,7 +168,7 @@ class Convert:
         config = ConvertConfig(distill=DistillConfig(stage_steps=self.stage_steps, active=active),
                                max_seconds=self.max_seconds, batch_rays=self.batch_rays,
                                checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device,
-                               view_size=self.view_size)
+                               view_size=self.view_size, report_views=self.report_views)
         result = convert(self.teacher, self.to, config, options, images, self.output, self.resume)
         r = result.report
         print(f"converted {r['from']} -> {r['to']} in {r['steps']} steps ({r['seconds']:.0f} s); saved {result.path}")

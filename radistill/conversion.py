@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -66,6 +67,8 @@ class ConvertConfig:
     def __post_init__(self) -> None:
         if self.view_size is not None and self.view_size < MIN_VIEW_SIZE:
             raise ConfigError(f"view_size must be at least {MIN_VIEW_SIZE} pixels, got {self.view_size}")
+        if self.report_views < 0:
+            raise ConfigError(f"report_views must be 0 (no report) or more, got {self.report_views}")
 
     def train_config(self, default_batch_rays: int = 4096) -> TrainConfig:
         return TrainConfig(steps=self.distill.steps, max_seconds=self.max_seconds,
@@ -160,7 +163,7 @@ def prepare_distillation(teacher: str | Path | Representation | FieldTeacher, to
         image_teacher = ImageTeacher.from_scene(images)
     elif (getattr(teacher.field, "learns_from_images", False) and not teacher.teaches_by_renders
           and not getattr(cls, "learns_from_images", False)):
-        image_teacher = rendered_views(teacher, RENDERED_VIEWS, config.seed)
+        image_teacher = rendered_views(teacher, rendered_view_count(teacher, config, cls.student_batch_rays), config.seed)
     options = config_from_dict(cls.Config, dict(student_options or {}), source=f"{to} options")
     torch.manual_seed(config.seed)
     seeding = teacher.at_view_size(SEEDING_VIEW_SIZE)  # seeding needs surfaces, not detail
@@ -201,6 +204,20 @@ def export_field(path: Path, field: Representation) -> Path:
 
 
 RENDERED_VIEWS = 64
+"""Most of the teacher's own renders mixed into stage 3 (``rendered_views``)."""
+MIN_RENDERED_VIEWS = 4
+
+
+def rendered_view_count(teacher: FieldTeacher, config: ConvertConfig, default_batch_rays: int) -> int:
+    """How many renders stage 3 can use: about as many as its photo rays would cover once
+    (``RENDERED_VIEWS`` at most, ``MIN_RENDERED_VIEWS`` at least; when the time alone ends the
+    run, its settled steps are far more than it reaches, so ``RENDERED_VIEWS``). Each render of
+    a mesh costs about a tenth of a second at 100x100: a short run no longer waits for 64."""
+    s3 = config.distill.settled_stage_steps[2]
+    batch = config.batch_rays or default_batch_rays
+    photo_rays = s3 * int(batch * config.distill.image_fraction)
+    pixels = teacher.cameras.width * teacher.cameras.height
+    return int(min(RENDERED_VIEWS, max(MIN_RENDERED_VIEWS, math.ceil(photo_rays / pixels))))
 
 
 def rendered_views(teacher: FieldTeacher, n: int, seed: int = 0) -> ImageTeacher:

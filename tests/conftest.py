@@ -64,6 +64,20 @@ def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
                           cwd=cwd)
 
 
+def run_cli_here(capsys, *args) -> subprocess.CompletedProcess:
+    """``radistill ARGS`` in this process (``radistill.cli.main``), for checks of error messages
+    and exit statuses that need no fresh interpreter: a subprocess spends 1.5 s importing."""
+    from radistill.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # the argument parser's own errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["radistill", *map(str, args)], code, out.out, out.err)
+
+
 def interrupt_and_resume(monkeypatch, cls, call: int, run):
     """Run ``run(resume=False)`` with ``cls.render_image`` raising KeyboardInterrupt (Ctrl-C) at
     its ``call``-th call in training mode, then ``run(resume=True)`` undisturbed; returns the

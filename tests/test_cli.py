@@ -76,8 +76,10 @@ def test_train_eval_render_and_resume(tiny_scene_dir, tmp_path):
     (["train", "--data", "builtin", "--device", "gpu0", "--steps", "1"], "unknown --device 'gpu0'"),
     (["train", "--data", "builtin", "--set", "backend=cuda", "--steps", "1"], "backend must be one of auto, torch, triton"),
 ])
-def test_user_errors_exit_2_without_traceback(args, message, bad_inputs):
-    r = cli(*[a.format(scene=bad_inputs) for a in args])
+def test_user_errors_exit_2_without_traceback(args, message, bad_inputs, capsys):
+    from conftest import run_cli_here
+
+    r = run_cli_here(capsys, *[a.format(scene=bad_inputs) for a in args])  # the command's main, in this process
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and message in r.stderr
     assert "Traceback" not in r.stderr

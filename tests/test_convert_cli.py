@@ -42,7 +42,7 @@ def test_convert_writes_the_student_and_a_report(tiny_teacher, tiny_scene_dir, t
 
     # the converted student converts onwards (its checkpoint carries the pose distribution)
     r = cli("convert", out / "mlp.safetensors", "--to", "tensorf-vm", "--output", tmp_path / "onwards",
-            "--stage-steps", 2, 2, 2, "--set", "final_resolution=32", "samples_per_ray=64")
+            "--stage-steps", 2, 2, 2, "--report-views", 0, "--set", "final_resolution=32", "samples_per_ray=64")
     assert r.returncode == 0, r.stderr
     assert "converted mlp -> tensorf-vm" in r.stdout
 
@@ -53,14 +53,21 @@ def _error(r) -> str:
     return r.stderr
 
 
-def test_convert_bad_input_is_a_clear_error(tiny_teacher, tiny_scene_dir, tmp_path):
+def test_convert_bad_input_is_a_clear_error(tiny_teacher, tiny_scene_dir, tmp_path, capsys):
+    """Each bad input gives exit status 2 and a clear message (in this process, but the first,
+    which runs the installed command)."""
+    from conftest import run_cli_here
+
+    def here(*args):
+        return run_cli_here(capsys, *args)
+
     assert "already a 'hashgrid' field" in _error(cli("convert", tiny_teacher, "--to", "hashgrid"))
-    assert "unknown kind 'gaussianz'" in _error(cli("convert", tiny_teacher, "--to", "gaussianz"))
-    assert "no such checkpoint" in _error(cli("convert", tmp_path / "missing.safetensors", "--to", "mlp"))
+    assert "unknown kind 'gaussianz'" in _error(here("convert", tiny_teacher, "--to", "gaussianz"))
+    assert "no such checkpoint" in _error(here("convert", tmp_path / "missing.safetensors", "--to", "mlp"))
 
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(tiny_teacher.read_bytes()[:5000])
-    assert "not a readable safetensors file" in _error(cli("convert", truncated, "--to", "mlp"))
+    assert "not a readable safetensors file" in _error(here("convert", truncated, "--to", "mlp"))
 
     # a well-formed file whose kind radistill does not know
     from safetensors.torch import load_file, save_file
@@ -69,7 +76,7 @@ def test_convert_bad_input_is_a_clear_error(tiny_teacher, tiny_scene_dir, tmp_pa
     _, meta = read_checkpoint(tiny_teacher)
     foreign = tmp_path / "foreign.safetensors"
     save_file(tensors, foreign, metadata={**meta, "kind": "nerfacto"})
-    assert "unknown kind 'nerfacto'" in _error(cli("convert", foreign, "--to", "mlp"))
+    assert "unknown kind 'nerfacto'" in _error(here("convert", foreign, "--to", "mlp"))
 
     # photos of another frame than the teacher's
     other = tmp_path / "other_scene"
@@ -79,13 +86,13 @@ def test_convert_bad_input_is_a_clear_error(tiny_teacher, tiny_scene_dir, tmp_pa
         doc = json.loads(path.read_text())
         doc["aabb"] = [[-4, -4, -4], [4, 4, 4]]
         path.write_text(json.dumps(doc))
-    err = _error(cli("convert", tiny_teacher, "--to", "mlp", "--images", other))
+    err = _error(here("convert", tiny_teacher, "--to", "mlp", "--images", other))
     assert "does not match the aabb" in err and "same capture" in err
 
-    assert "stage_steps" in _error(cli("convert", tiny_teacher, "--to", "mlp", "--stage-steps", 0, 0, 0))
-    assert "unknown --device 'bogus'" in _error(cli("convert", tiny_teacher, "--to", "mlp", "--device", "bogus"))
-    assert "view_pool must be at least 1, got 0" in _error(cli("convert", tiny_teacher, "--to", "mlp", "--view-pool", 0))
-    assert "view_size must be at least 8 pixels" in _error(cli("convert", tiny_teacher, "--to", "mlp", "--view-size", 2))
+    assert "stage_steps" in _error(here("convert", tiny_teacher, "--to", "mlp", "--stage-steps", 0, 0, 0))
+    assert "unknown --device 'bogus'" in _error(here("convert", tiny_teacher, "--to", "mlp", "--device", "bogus"))
+    assert "view_pool must be at least 1, got 0" in _error(here("convert", tiny_teacher, "--to", "mlp", "--view-pool", 0))
+    assert "view_size must be at least 8 pixels" in _error(here("convert", tiny_teacher, "--to", "mlp", "--view-size", 2))
 
 
 @pytest.mark.parametrize("command", ["convert"])

@@ -271,16 +271,21 @@ def test_a_gaussian_teacher_teaches_by_its_renders_not_its_volumetric_view(monke
 def test_cli_converts_a_ply_scene_and_exports_one(tiny_teacher, tmp_path):
     ply = tmp_path / "scene.ply"
     out = run_cli("convert", tiny_teacher, "--to", "gaussians", "--output", ply, "--stage-steps", "0", "0", "20",
-                  "--set", "initial_gaussians=400", "sh_degree=0")
+                  "--report-views", "1", "--set", "initial_gaussians=400", "sh_degree=0")
     assert out.returncode == 0, out.stderr
     assert len(read_gaussian_ply(ply)) > 0 and (tmp_path / "scene_convert" / "report.json").exists()
     out = run_cli("convert", ply, "--to", "hashgrid", "--output", tmp_path / "back", "--stage-steps", "5", "5", "10",
-                  "--set", "log2_table=12", "max_resolution=64")
+                  "--report-views", "0", "--set", "log2_table=12", "max_resolution=64")
     assert out.returncode == 0, out.stderr
     assert isinstance(load_field(tmp_path / "back" / "hashgrid.safetensors"), torch.nn.Module)
 
 
-def test_cli_rejects_a_ply_output_for_a_field_a_broken_ply_and_training_gaussians(tiny_teacher, tmp_path):
+def test_cli_rejects_a_ply_output_for_a_field_a_broken_ply_and_training_gaussians(tiny_teacher, tmp_path, capsys):
+    from conftest import run_cli_here
+
+    def run_cli(*args):
+        return run_cli_here(capsys, *args)
+
     out = run_cli("train", "--kind", "gaussians", "--output", tmp_path / "t")
     assert out.returncode == 2 and "radistill convert FIELD --to gaussians" in out.stderr
     out = run_cli("convert", tiny_teacher, "--to", "mlp", "--output", tmp_path / "x.ply")

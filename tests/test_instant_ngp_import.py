@@ -172,7 +172,7 @@ def test_per_level_scale_is_recomputed_when_the_snapshot_lacks_it(tmp_path):
 
 def test_a_snapshot_converts_to_a_hashgrid(tmp_path):
     write(tmp_path / "scene.ingp", snapshot(), compress=True)
-    r = run_cli("convert", tmp_path / "scene.ingp", "--to", "hashgrid", "--stage-steps", "2", "2", "2",
+    r = run_cli("convert", tmp_path / "scene.ingp", "--to", "hashgrid", "--stage-steps", "2", "2", "2", "--report-views", "1",
                 "--output", tmp_path / "out", "--set", "log2_table=12", "max_resolution=64", "samples_per_ray=64")
     assert r.returncode == 0, r.stderr
     assert "converted instant-ngp -> hashgrid" in r.stdout

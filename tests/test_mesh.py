@@ -462,8 +462,11 @@ def test_conversion_to_a_mesh_bakes_the_texture_and_back_to_a_field(tiny_teacher
     assert back.report["psnr_vs_teacher"] > fresh["psnr_vs_teacher"] + 3
 
 
-def test_cli_refuses_training_a_mesh_a_glb_output_for_a_field_and_a_broken_mesh(tiny_teacher, tmp_path):
-    from conftest import run_cli
+def test_cli_refuses_training_a_mesh_a_glb_output_for_a_field_and_a_broken_mesh(tiny_teacher, tmp_path, capsys):
+    from conftest import run_cli_here
+
+    def run_cli(*args):
+        return run_cli_here(capsys, *args)
 
     out = run_cli("train", "--kind", "mesh", "--output", tmp_path / "t")
     assert out.returncode == 2 and "radistill convert FIELD --to mesh" in out.stderr
@@ -472,6 +475,28 @@ def test_cli_refuses_training_a_mesh_a_glb_output_for_a_field_and_a_broken_mesh(
     (tmp_path / "broken.obj").write_text("v 0 0 0\nv 1 0 0\nf 1 2 7\n")
     out = run_cli("convert", tmp_path / "broken.obj", "--to", "hashgrid", "--output", tmp_path / "o")
     assert out.returncode == 2 and "broken.obj" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_short_conversion_of_a_mesh_renders_only_the_views_its_stage_3_can_use():
+    """Stage 3 mixes the mesh's own renders in: about as many as its photo rays cover once (at
+    least 4), all 64 when the time alone ends the run."""
+    from radistill.conversion import ConvertConfig, rendered_view_count
+    from radistill.distill.objectives import DistillConfig
+    from radistill.distill.teachers import FieldTeacher
+    from radistill.fields.hashgrid import HashGridField
+
+    v, f = cube(0.5)
+    teacher = FieldTeacher(MeshField.from_arrays(v, f))
+    pixels = teacher.cameras.width * teacher.cameras.height
+
+    def count(steps, seconds=None, batch=None):
+        distill = DistillConfig(stage_steps=steps).for_student(HashGridField, seconds)
+        return rendered_view_count(teacher, ConvertConfig(distill=distill, max_seconds=seconds, batch_rays=batch), 1024)
+
+    assert count((5, 5, 10)) == 4  # 2,560 photo rays: less than one view
+    assert count((0, 0, 400), batch=4096) == math.ceil(400 * 1024 / pixels)
+    assert count(None) == min(64, math.ceil(2000 * 256 / pixels))  # the kind's own steps
+    assert count(None, seconds=60) == 64
 
 
 @pytest.mark.slow
@@ -484,7 +509,7 @@ def test_cli_converts_an_obj_mesh_to_a_field(tmp_path):
     colors = (v + 0.5).clamp(0, 1)
     save_mesh(tmp_path / "cube.obj", MeshField.from_arrays(v, f, vertex_colors=colors))
     out = run_cli("convert", tmp_path / "cube.obj", "--to", "hashgrid", "--output", tmp_path / "back",
-                  "--stage-steps", "5", "5", "10", "--set", "log2_table=12", "max_resolution=64")
+                  "--stage-steps", "5", "5", "10", "--report-views", "0", "--set", "log2_table=12", "max_resolution=64")
     assert out.returncode == 0, out.stderr
     assert load_field(tmp_path / "back" / "hashgrid.safetensors").kind == "hashgrid"
 
