@@ -479,6 +479,30 @@ def test_cli_refuses_training_a_mesh_a_glb_output_for_a_field_and_a_broken_mesh(
     assert out.returncode == 2 and "broken.obj" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_a_mesh_teaches_log_density_at_its_own_scale_of_the_weight(monkeypatch):
+    """The same step with the mesh's density_loss_scale (0.1) and with 1: the density loss
+    scales with it, the colour loss does not."""
+    from radistill.distill.objectives import DistillConfig, DistillObjective
+    from radistill.distill.teachers import FieldTeacher
+    from radistill.fields.hashgrid import HashGridConfig, HashGridField
+
+    v, f = cube(0.5)
+    mesh = MeshField.from_arrays(v, f, vertex_colors=(v + 0.5).clamp(0, 1), aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]),
+                                 config=MeshConfig(occupancy_resolution=64))
+    student = HashGridField.from_teacher(mesh, HashGridConfig(log2_table=12, max_resolution=64))
+
+    def parts():
+        config = DistillConfig(stage_steps=(0, 1, 0))
+        objective = DistillObjective(FieldTeacher(mesh), config, torch.Generator().manual_seed(0))
+        return objective.step(student, 256, 0, 0.5, torch.Generator().manual_seed(1)).parts
+
+    scaled = parts()
+    monkeypatch.setattr(MeshField, "density_loss_scale", 1.0)
+    plain = parts()
+    assert scaled["density"] > 0 and scaled["density"] == pytest.approx(0.1 * plain["density"], rel=1e-5)
+    assert scaled["color"] == pytest.approx(plain["color"], rel=1e-6)
+
+
 def test_a_short_conversion_of_a_mesh_renders_only_the_views_its_stage_3_can_use():
     """Stage 3 mixes the mesh's own renders in: about as many as its photo rays cover once (at
     least 4), all 64 when the time alone ends the run."""

@@ -87,6 +87,7 @@ class DistillConfig:
     2), settled by ``for_student`` before the config is used."""
     junction_weight: float = 1.0
     density_weight: float = 0.1
+    """Weight of the log-density loss, times the teacher's ``density_loss_scale`` (a mesh's 0.1)."""
     color_weight: float = 1.0
     rgb_weight: float = 1.0
     active: ActiveConfig = field(default_factory=ActiveConfig)
@@ -215,7 +216,7 @@ class DistillObjective:
         if point_losses and (stage >= 2 or parts.get("junction") is None):
             d_err = (log_density(s_sigma) - log_density(t.sigma[points])) ** 2
             c_err = ((s_rgb - t.rgb[points]) ** 2).mean(-1)
-            parts["density"] = cfg.density_weight * _mean(d_err)
+            parts["density"] = cfg.density_weight * self.teacher.field.density_loss_scale * _mean(d_err)
             parts["color"] = cfg.color_weight * _mean(c_err)
             point_error = point_error + c_err.detach()
         if rendered is not None:

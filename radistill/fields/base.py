@@ -99,6 +99,9 @@ class Representation(nn.Module):
     """Whether the kind answers ``max_density_near`` (a student's occupancy grid then comes from
     that bound at its cell centres instead of from jittered samples)."""
 
+    density_loss_scale: ClassVar[float] = 1.0
+    """As a teacher, the factor on the distillation's log-density loss (``DistillConfig.density_weight``)."""
+
     def max_density_near(self, x: Tensor, radius: float) -> Tensor:
         """An upper bound of the visible density within ``radius`` of points ``x`` [N, 3], for kinds
         whose density lies in shells thinner than a student's cells (a mesh), which samples miss.  # [N]"""
