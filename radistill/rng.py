@@ -34,7 +34,7 @@ def deterministic_on_cpu(device: torch.device | str) -> Iterator[None]:
     On a CPU with more than one thread, the backward pass of indexing with repeated indices
     (``x[idx]``: the rasteriser's corners, the renderer's gathers) adds with parallel atomics,
     in an order that changes from run to run: a vertex of a baked mesh then differed in its
-    last bit between two identical runs about one time in 40, and an interrupted run did not
+    last bit between two identical runs about one time in 50, and an interrupted run did not
     resume exactly. The deterministic version is a serial loop, which measured faster on two
     cores (62 against 75 ms for 1.2M gathered rows). Not on a GPU, whose atomics are fast and
     whose deterministic mode also constrains cuBLAS. Memory is not filled on allocation."""
