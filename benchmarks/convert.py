@@ -1,6 +1,6 @@
 """Any-to-any conversion on lego 100x100: the 12-pair matrix, the PVD-AL headline, the ablation.
 
-Run (about 75 minutes on a 2-core CPU; the teachers come from the training benchmark):
+Run (about 95 minutes on a 2-core CPU; the teachers come from the training benchmark):
     python benchmarks/train.py --scene lego            # 40 min, once: writes outputs/bench_train/lego_<kind>.safetensors
     python benchmarks/convert.py                       # matrix + headline + ablation
     python benchmarks/convert.py --only matrix --pairs hashgrid->mlp
@@ -11,7 +11,8 @@ Run (about 75 minutes on a 2-core CPU; the teachers come from the training bench
 * headline: hashgrid -> mlp given a tenth (60 s) of the 600 s that the mlp teacher had from
   scratch; the from-scratch mlp is measured here too (``scratch/lego/mlp``, the teacher file).
 * ablation: hashgrid -> mlp and hashgrid -> tensorf-vm at equal time (``--ablation-budget``)
-  with no active learning, each single level, and all three.
+  with no active learning, each single level, and all three; each row is the mean of
+  ``--ablation-seeds`` runs (3), since rows differ by about what one seed differs from the next.
 * gaussians: hashgrid -> gaussians, then that Gaussian scene (saved as
   outputs/bench_train/lego_gaussians.safetensors) -> hashgrid, each given ``--budget``
   seconds. Target: within 1.0 dB of the teacher's held-out PSNR.
@@ -85,12 +86,12 @@ class Bench:
         return self._teachers[kind]
 
     def run(self, src: str, dst: str, budget: float, levels: str = "pose+ray+point", record_id: str | None = None,
-            save_renders: bool = False) -> dict:
+            save_renders: bool = False, seed: int = 0) -> dict:
         teacher = self.teacher(src)
         poses, rays, points = LEVELS[levels]
         stages = STUDENT_STAGES.get(dst, STAGES)
         config = ConvertConfig(distill=DistillConfig(stage_steps=stages, active=ActiveConfig(poses, rays, points)),
-                               max_seconds=budget, checkpoint_every=0, progress=False, report_views=0)
+                               max_seconds=budget, checkpoint_every=0, progress=False, report_views=0, seed=seed)
         t0 = time.perf_counter()
         result = convert(teacher, dst, config, dict(STUDENT_PRESETS.get(dst, {})))
         wall = time.perf_counter() - t0
@@ -115,7 +116,8 @@ class Bench:
                       for k, ref in enumerate(self._teacher_images[src])]
         record = {
             "id": record_id or f"convert/lego/{src}->{dst}",
-            "params": {"res": "100x100", "holdout": "i%8==0", "budget_s": budget, "al": levels, "stage_steps": list(stages),
+            "params": {"res": "100x100", "holdout": "i%8==0", "budget_s": budget, "al": levels, "seed": seed,
+                       "stage_steps": list(stages),
                        "preset": STUDENT_PRESETS.get(dst, {}), "batch_rays": config.batch_rays or type(student).student_batch_rays},
             "metrics": {"psnr": round(ev["psnr"], 3), "ssim": round(ev["ssim"], 4),
                         "psnr_teacher": round(sum(vs_teacher) / len(vs_teacher), 3),
@@ -144,6 +146,8 @@ def main() -> None:
     parser.add_argument("--headline-budget", type=float, default=60.0)
     parser.add_argument("--ablation-budget", type=float, default=60.0)
     parser.add_argument("--ablation-to", nargs="+", default=["mlp", "tensorf-vm"], help="students of the ablation")
+    parser.add_argument("--ablation-seeds", type=int, default=3,
+                        help="runs of each ablation row (seeds 0..n-1); the row gives their mean")
     parser.add_argument("--teachers", type=Path, default=Path("outputs/bench_train"))
     parser.add_argument("--renders", type=Path, default=Path("outputs/bench_convert"))
     parser.add_argument("--no-write", action="store_true")
@@ -184,15 +188,34 @@ def main() -> None:
     if "ablation" in args.only:
         for dst in args.ablation_to:
             for levels in LEVELS:
-                records.append(bench.run("hashgrid", dst, args.ablation_budget, levels,
-                                         record_id=f"ablation/lego/hashgrid->{dst}/{levels}"))
+                runs = [bench.run("hashgrid", dst, args.ablation_budget, levels, seed=seed,
+                                  record_id=f"ablation/lego/hashgrid->{dst}/{levels}") for seed in range(args.ablation_seeds)]
+                records.append(mean_record(runs))
                 flush()
+
+
+def mean_record(runs: list[dict]) -> dict:
+    """One record for runs that differ only in their seed: the mean of each metric, with the
+    held-out PSNR of every run and their spread (the differences between ablation rows are
+    tenths of a dB, about what one run differs from the next)."""
+    first = runs[0]
+    metrics = {key: round(sum(r["metrics"][key] for r in runs) / len(runs), 4 if key == "ssim" else 3)
+               for key, v in first["metrics"].items() if isinstance(v, (int, float))}
+    metrics["steps"] = round(metrics["steps"])
+    each = [r["metrics"]["psnr"] for r in runs]
+    metrics["psnr_runs"] = each
+    metrics["psnr_spread"] = round(max(each) - min(each), 3)
+    params = {**first["params"], "seeds": [r["params"]["seed"] for r in runs]}
+    del params["seed"]
+    print(f"{first['id']}: mean {metrics['psnr']:.2f} dB held-out over {len(runs)} seeds ({each})", flush=True)
+    return {"id": first["id"], "params": params, "metrics": metrics}
 
 
 def write(records: list[dict]) -> None:
     cols = [("PSNR", "psnr"), ("teacher PSNR", "teacher_heldout_psnr"), ("Δ dB", "delta_db"),
             ("PSNR vs teacher", "psnr_teacher"), ("SSIM", "ssim"), ("seconds", "seconds"), ("steps", "steps"),
-            ("budget s", "budget_s"), ("wall s", "wall_s"), ("AL", "al")]
+            ("budget s", "budget_s"), ("wall s", "wall_s"), ("AL", "al"),
+            ("runs (PSNR)", "psnr_runs")]
     path = write_results("convert_lego_cpu", "convert", records, cols)
     append_matrix(path)
     print(f"wrote {path}")
