@@ -166,6 +166,26 @@ def test_seeds_lie_where_the_teacher_is_dense(tiny_teacher):
     assert at_seeds > 10 * anywhere
 
 
+def test_initial_scales_are_the_mean_distance_to_the_three_nearest_other_seeds():
+    from radistill.fields.gaussians import nearest_spacing
+
+    g = torch.Generator().manual_seed(3)
+    points = torch.rand(300, 3, generator=g)
+    points[7] = points[8]  # twins: each other's nearest neighbour at distance 0
+    d = torch.linalg.norm(points[:, None, :].double() - points[None, :, :].double(), dim=-1)
+    d.fill_diagonal_(float("inf"))
+    expected = d.topk(3, largest=False).values.mean(-1)
+    spacing = nearest_spacing(points, 3)
+    assert spacing.dtype == points.dtype
+    torch.testing.assert_close(spacing.double(), expected, rtol=1e-6, atol=1e-7)
+    assert float(spacing[7]) == pytest.approx(float(expected[7])) and float(d[7, 8]) == 0.0
+    # fewer points than neighbours asked for: the mean over those there are; a lone point gets 0.01
+    three = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    torch.testing.assert_close(nearest_spacing(three, 3), torch.tensor([2.0, (1 + 10**0.5) / 2, (3 + 10**0.5) / 2]))
+    torch.testing.assert_close(nearest_spacing(three[:1], 3), torch.tensor([0.01]))
+    assert nearest_spacing(three[:0], 3).shape == (0,)
+
+
 def test_a_lone_seed_does_not_start_as_a_blob_over_the_scene():
     """A teacher with a dense cluster and a few small Gaussians far from it: seeded sparsely (200
     seeds), a lone Gaussian's seed is far from every other seed, and uncapped it would start as a

