@@ -14,6 +14,7 @@ from radistill.distill.engine import StepRunner, TrainConfig, restore_training_c
 from radistill.distill.objectives import DistillConfig, PhotoObjective, objective_for
 from radistill.distill.teachers import RayBatch
 from radistill.nerfstudio.model import RadistillModel, composite
+from radistill.rng import deterministic_on_cpu
 
 
 class NerfstudioPhotos:
@@ -69,7 +70,8 @@ class RadistillPipeline(VanillaPipeline):
         """One optimisation step; returns the loss, the loss parts and the metrics nerfstudio logs."""
         if self.photos is not None:
             self.photos.step = step
-        out = self.runner.step(step, progress)
+        with deterministic_on_cpu(self.model.device):  # as in `radistill train`: a resumed run repeats exactly
+            out = self.runner.step(step, progress)
         loss = out.loss.detach()
         losses = {"loss": loss, **{k: torch.tensor(float(v)) for k, v in out.parts.items()}}
         metrics: Dict[str, Any] = {"samples": out.n_samples, "rays": self.runner.batch_rays}

@@ -323,3 +323,30 @@ def test_ns_train_radistill_distill_names_a_folder_that_is_no_run(ns_env, tmp_pa
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert f"--teacher {tmp_path}: not a nerfstudio run" in proc.stdout + proc.stderr
+
+
+def test_the_plugins_training_step_runs_with_deterministic_algorithms(tiny_scene, monkeypatch):
+    """ns-train's iterations are radistill's steps, under the same deterministic algorithms on a
+    CPU as ``radistill train`` (the order of atomic adds in a gather's backward otherwise changes
+    from run to run); the setting is restored after each step, for nerfstudio's own code."""
+    from types import SimpleNamespace
+
+    from radistill.distill import engine
+    from radistill.distill.objectives import PhotoObjective
+    from radistill.distill.teachers import ImageTeacher
+    from radistill.fields import create_field
+    from radistill.nerfstudio.pipeline import RadistillPipeline
+
+    seen = []
+    step = engine.StepRunner.step
+    monkeypatch.setattr(engine.StepRunner, "step", lambda self, *a: (seen.append(
+        torch.are_deterministic_algorithms_enabled()), step(self, *a))[1])
+    field = create_field("hashgrid", tiny_scene.aabb, log2_table=12, max_resolution=64)
+    runner = engine.StepRunner(field, PhotoObjective(ImageTeacher.from_scene(tiny_scene)),
+                               engine.TrainConfig(steps=2, batch_rays=256, target_samples=None, progress=False),
+                               torch.Generator().manual_seed(0))
+    pipeline = SimpleNamespace(photos=None, runner=runner, model=SimpleNamespace(device=torch.device("cpu"), distillation=None))
+    for k in range(2):
+        loss, losses, metrics = RadistillPipeline.radistill_step(pipeline, k, k / 2)
+        assert torch.isfinite(loss) and metrics["rays"] == 256
+    assert seen == [True, True] and not torch.are_deterministic_algorithms_enabled()
