@@ -113,6 +113,23 @@ def test_from_teacher_inherits_the_decoder_and_the_teacher_scene(tiny_teacher):
     assert student.encoder.resolution == 48 and student.config.upsample_steps == ()  # tensorf starts fine
 
 
+def test_a_distilled_student_learns_at_its_kinds_distillation_rates(tiny_teacher):
+    """Dense point supervision from the first step takes faster rates than photos: the mlp's
+    encoder at ``distill_lr``, TensoRF's grids at ``distill_lr_grid`` (the basis keeps ``lr``)."""
+    from radistill.distill.engine import make_optimizer
+
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    for kind, key, rate in (("mlp", "distill_lr", 7e-3), ("tensorf-cp", "distill_lr_grid", 0.05)):
+        cls = kind_class(kind)
+        photo = cls(cls.Config(**SMALL[kind], **{key: rate}), teacher.field.aabb)
+        student = cls.from_teacher(teacher.field, cls.Config(**SMALL[kind], **{key: rate}))
+        photo_rates = [g["lr"] for g in make_optimizer(photo).param_groups]  # decoder, then the encoder's groups
+        rates = [g["lr"] for g in make_optimizer(student).param_groups]
+        assert rate not in photo_rates  # trained from photos: the kind's photo rates
+        assert rates[1] == rate, kind
+        assert rates[:1] + rates[2:] == photo_rates[:1] + photo_rates[2:], kind  # decoder and TensoRF's basis
+
+
 def test_point_selection_keeps_top_weights_of_opaque_rays():
     g = torch.Generator().manual_seed(0)
     ray_ids = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2])
