@@ -196,8 +196,8 @@ def main() -> None:
 
 def mean_record(runs: list[dict]) -> dict:
     """One record for runs that differ only in their seed: the mean of each metric, with the
-    held-out PSNR of every run and their spread (the differences between ablation rows are
-    tenths of a dB, about what one run differs from the next)."""
+    held-out PSNR of every run and their spread (ablation rows differ by hundredths to tenths
+    of a dB, about what one run differs from the next)."""
     first = runs[0]
     metrics = {key: round(sum(r["metrics"][key] for r in runs) / len(runs), 4 if key == "ssim" else 3)
                for key, v in first["metrics"].items() if isinstance(v, (int, float))}

@@ -70,7 +70,7 @@ class RadistillPipeline(VanillaPipeline):
         """One optimisation step; returns the loss, the loss parts and the metrics nerfstudio logs."""
         if self.photos is not None:
             self.photos.step = step
-        with deterministic_on_cpu(self.model.device):  # as in `radistill train`: a resumed run repeats exactly
+        with deterministic_on_cpu(self.model.device):  # as in `radistill train`: the same run twice, the same field
             out = self.runner.step(step, progress)
         loss = out.loss.detach()
         losses = {"loss": loss, **{k: torch.tensor(float(v)) for k, v in out.parts.items()}}
