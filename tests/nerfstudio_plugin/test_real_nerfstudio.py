@@ -185,8 +185,11 @@ def test_convert_a_nerfacto_run_without_its_images(kind, nerfacto_run, small_leg
         # result. The nerfacto run differs from machine to machine, and so does this score: 40
         # steps from 5000 Gaussians gave 24.1-27.7 dB against the renders on four runs here, once
         # 20.6 on CI (an empty render: 20.0-20.7), before seeded scales were capped (26.3-28.3
-        # after); 60 steps for a margin: 27.0-29.4 dB on seven runs (uncapped, three of them: 27.4-28.5)
-        stages = ["6", "9", "45"] if kind == "gaussians" else ["10", "15", "75"]
+        # after); 60 steps: 27.0-29.4 dB on seven runs here, but once 25.5 on CI against a nerfacto
+        # run whose empty render scored 23.6 (20.6-22.5 here). 120 steps for a margin: nerfacto
+        # runs of seeds 1 and 2 here went from 28.0 and 28.6 dB at 60 steps to 29.3 and 29.6
+        # (empty renders 22.4 and 22.5), for 6 s more
+        stages = ["12", "18", "90"] if kind == "gaussians" else ["10", "15", "75"]
         options = ["--set", "initial_gaussians=5000"] if kind == "gaussians" else []
         options += ["--view-pool", "16"]  # the teacher renders each pool view once (about 1 s each here)
         if kind == "hashgrid":  # its views at 64x64 (of 100x100): 51 s here instead of 80, 33.8 dB vs 33.7
@@ -205,7 +208,8 @@ def test_convert_a_nerfacto_run_without_its_images(kind, nerfacto_run, small_leg
     record_property("PSNR vs the nerfacto renders (dB)", report["psnr_vs_teacher"])
     record_property("steps", report["steps"])
     record_property("PSNR of an empty render (dB)", round(baseline, 2))
-    assert report["psnr_vs_teacher"] > baseline + 2.0  # the squared error of an empty render cut by over a third
+    # the squared error of an empty render cut by over a third
+    assert report["psnr_vs_teacher"] > baseline + 2.0, f"{report['psnr_vs_teacher']} dB, an empty render {baseline:.2f} dB"
 
 
 @pytest.fixture(scope="module")
