@@ -224,6 +224,42 @@ def test_ray_level_keeps_the_highest_error_rays_and_mixes_them_in(tiny_teacher):
     assert len(off.hard_rays) == 0
 
 
+def test_hard_rays_are_mixed_in_by_their_samples(tiny_teacher):
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    g = torch.Generator().manual_seed(0)
+    rays, _ = ViewPool(teacher, 4, g).sample_rays(40, g)
+    pool = HardRayPool(capacity=8)
+    assert pool.budget(10) is None  # no fresh ray seen yet: nothing to weigh hard ones against
+    samples = torch.cat([torch.full((8,), 16.0), torch.full((32,), 6.0)])
+    pool.update(rays, torch.arange(40, 0, -1, dtype=torch.float32), torch.zeros(0, dtype=torch.long), samples=samples)
+    assert torch.equal(pool.samples, torch.full((8,), 16.0))  # the hardest eight, with their samples
+    assert float(pool.fresh_samples) == 8.0  # all 40 rays were fresh: (8 * 16 + 32 * 6) / 40
+    assert pool.budget(4) == 32.0
+    _, slots, _ = pool.take(4, g, budget=pool.budget(4))
+    assert slots.numel() == 2  # two rays of 16 samples fill the budget of four rays of 8
+    _, slots, _ = pool.take(4, g)
+    assert slots.numel() == 4  # no budget: by count
+    # re-scored pool rays carry their new sample counts; the fresh mean moves by a tenth
+    both = type(rays).cat([rays[:2], rays[10:12]])
+    pool.update(both, torch.tensor([50.0, 50.0, 0.0, 0.0]), torch.tensor([0, 1]), samples=torch.tensor([3.0, 3.0, 5.0, 5.0]))
+    assert pool.samples[:2].tolist() == [3.0, 3.0] and float(pool.fresh_samples) == pytest.approx(0.9 * 8 + 0.1 * 5)
+    # in the objective: a batch with hard rays marches about as many samples as the fresh ones
+    # it replaces, so the rays level does not make a step dearer
+    student = student_for(teacher, "tensorf-vm")
+    objective = DistillObjective(teacher, DistillConfig(stage_steps=(0, 0, 1), active=ActiveConfig(hard_ray_fraction=0.5, ray_pool=100)), g)
+    objective.step(student, 400, 1, 1.0, g)
+    pool = objective.hard_rays
+    assert float(pool.samples.mean()) > 1.5 * float(pool.fresh_samples)  # this scene's hard rays take more samples
+    drawn, view, slots, _ = objective._draw_rays(400, g)
+    assert 0 < slots.numel() < 200 and int((view >= 0).sum()) == 200
+    assert float(pool.samples[slots].sum()) <= pool.budget(200)
+    # a resumed objective takes the same hard rays
+    state = objective.state()
+    again = DistillObjective(teacher, DistillConfig(stage_steps=(0, 0, 1), active=ActiveConfig(hard_ray_fraction=0.5, ray_pool=100)), g)
+    again.load(state)
+    assert torch.equal(again.hard_rays.samples, pool.samples) and float(again.hard_rays.fresh_samples) == float(pool.fresh_samples)
+
+
 @pytest.mark.parametrize("kind", ["mlp", "tensorf-vm"])
 def test_student_converges_toward_its_teacher(tiny_teacher, kind):
     teacher = FieldTeacher.from_checkpoint(tiny_teacher)

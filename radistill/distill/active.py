@@ -3,7 +3,8 @@
 * poses: a pool of views in play; every refresh, perturbed copies of the views whose rays the
   student rendered worst replace part of the pool (ranked by the views actually rendered, with
   their own ray errors), the rest are fresh random poses;
-* rays: a pool of the highest-error rays seen so far in the current stage, mixed into every batch;
+* rays: a pool of the highest-error rays seen so far in the current stage, mixed into every batch
+  (by their samples: in place of as many samples of fresh rays);
 * points: point losses only on the highest-weight samples of rays that are opaque enough.
 
 Each level can be switched off (``ActiveConfig``); with all three off the student sees
@@ -42,7 +43,9 @@ class ActiveConfig:
     ray_pool: int = 4096
     """Capacity of the hard-ray pool."""
     hard_ray_fraction: float = 0.25
-    """Share of each batch taken from the hard-ray pool."""
+    """Share of each batch taken from the hard-ray pool, counted in samples: as many pool rays as
+    fit in the samples this share of fresh rays would take (hard rays often take several times
+    more), so a step costs the same with the level on or off."""
     top_k: int = 8
     """Samples per ray kept for point losses (the highest teacher weights)."""
     opaque_threshold: float = 0.1
@@ -137,44 +140,75 @@ class ViewPool:
 
 class HardRayPool:
     """The highest-error rays seen so far (re-scored whenever they are rendered again), with
-    the target colour each came with (kept for teachers whose colours come from cached renders)."""
+    the target colour each came with (kept for teachers whose colours come from cached renders)
+    and the samples each took when last marched.
+
+    Hard rays tend to cross the object and take several times the samples of a random ray, so
+    they are mixed into a batch by samples, not by count: ``take`` with a ``budget`` stops
+    before the rays taken exceed it, and ``fresh_samples`` (a running mean over the fresh rays
+    of each batch) is what a random ray costs. A batch with the hard-ray level on then queries
+    about as many samples as one without, and a step costs the same.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.rays = torch.zeros(0, 11)  # [P, 11]: origins, directions, viewdirs, near, far
         self.rgb = torch.zeros(0, 3)  # [P, 3] target colour
         self.error = torch.zeros(0)  # [P]
+        self.samples = torch.zeros(0)  # [P] samples of each ray when it was last marched
+        self.fresh_samples = torch.tensor(0.0)  # running mean of a fresh ray's samples (0: none seen)
 
     def __len__(self) -> int:
         return self.rays.shape[0]
 
-    def take(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor, Tensor]:
-        """``n`` random pool rays, their slots in the pool and their target colours.  # Rays, [n], [n, 3]"""
+    def take(self, n: int, generator: torch.Generator, budget: float | None = None) -> tuple[Rays, Tensor, Tensor]:
+        """Up to ``n`` random pool rays, their slots in the pool and their target colours; with a
+        ``budget``, only as many of them as fit in that many samples.  # Rays, [k], [k, 3]"""
         slots = torch.randint(len(self), (n,), generator=generator) if n > 0 and len(self) else torch.zeros(0, dtype=torch.long)
+        if budget is not None and slots.numel():
+            slots = slots[:int((torch.cumsum(self.samples[slots], 0) <= budget).sum())]
         return _unpack(self.rays[slots]), slots, self.rgb[slots]
 
-    def update(self, rays: Rays, error: Tensor, slots: Tensor, rgb: Tensor | None = None) -> None:
+    def budget(self, n: int) -> float | None:
+        """The samples ``n`` fresh rays would take (None before any were seen)."""
+        fresh = float(self.fresh_samples)
+        return n * fresh if fresh > 0 else None
+
+    def update(self, rays: Rays, error: Tensor, slots: Tensor, rgb: Tensor | None = None,
+               samples: Tensor | None = None) -> None:
         """Re-score the pool rays just rendered (the first ``len(slots)`` of ``rays``), offer the
-        others (with their target colours ``rgb`` [R, 3], if any), and keep the ``capacity`` highest errors."""
+        others (with their target colours ``rgb`` [R, 3], if any), and keep the ``capacity``
+        highest errors. ``samples`` [R]: the samples each ray took (none given: one each)."""
         error = error.detach().float()
+        samples = torch.ones(len(rays)) if samples is None else samples.detach().float().cpu()
         n_old = slots.numel()
-        pool_error = self.error.clone()
+        pool_error, pool_samples = self.error.clone(), self.samples.clone()
         if n_old:
             pool_error[slots] = error[:n_old]
+            pool_samples[slots] = samples[:n_old]
+        if len(rays) > n_old:
+            mean = samples[n_old:].mean()
+            seen = float(self.fresh_samples) > 0
+            self.fresh_samples = 0.9 * self.fresh_samples + 0.1 * mean if seen else mean
         new_rgb = torch.zeros(len(rays) - n_old, 3) if rgb is None else rgb[n_old:].detach().float().cpu()
         candidates = torch.cat([self.rays, _pack(rays[n_old:])])
         colours = torch.cat([self.rgb, new_rgb])
+        counts = torch.cat([pool_samples, samples[n_old:]])
         scores = torch.cat([pool_error, error[n_old:]])
         k = min(self.capacity, scores.numel())
         top = torch.topk(scores, k).indices
-        self.rays, self.rgb, self.error = candidates[top], colours[top], scores[top]
+        self.rays, self.rgb, self.error, self.samples = candidates[top], colours[top], scores[top], counts[top]
 
     def state(self) -> dict[str, Tensor]:
-        return {"rays": self.rays, "rgb": self.rgb, "error": self.error}
+        return {"rays": self.rays, "rgb": self.rgb, "error": self.error, "samples": self.samples,
+                "fresh_samples": self.fresh_samples}
 
     def load(self, state: dict[str, Tensor]) -> None:
         self.rays, self.error = state["rays"].clone(), state["error"].clone()
         self.rgb = state["rgb"].clone() if "rgb" in state else torch.zeros(len(self.rays), 3)
+        # checkpoints from before sample counts: every ray costs one, as it did then
+        self.samples = state["samples"].clone() if "samples" in state else torch.ones(len(self.rays))
+        self.fresh_samples = state["fresh_samples"].clone() if "fresh_samples" in state else torch.tensor(0.0)
 
 
 def _pack(rays: Rays) -> Tensor:  # [R, 11]

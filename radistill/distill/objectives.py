@@ -235,7 +235,8 @@ class DistillObjective:
 
         self.views.record(view, ray_error.cpu())
         if al.rays:
-            self.hard_rays.update(rays, ray_error.cpu(), pool_slots, ray_rgb)
+            ray_samples = torch.bincount(samples.ray_ids, minlength=len(rays)).cpu()
+            self.hard_rays.update(rays, ray_error.cpu(), pool_slots, ray_rgb, ray_samples)
         loss = sum(parts.values())
         psnr = _psnr(float(parts["rgb"].detach()) / cfg.rgb_weight) if "rgb" in parts and cfg.rgb_weight else math.nan
         return StepLoss(loss, n_samples, psnr, stage, {k: float(v.detach()) for k, v in parts.items()})
@@ -269,13 +270,15 @@ class DistillObjective:
         view of each (-1 for pool rays), the pool slots taken, and, for a teacher that teaches by
         its renders, the colour of each ray in those renders (pixel-centre rays)."""
         al = self.config.active
-        n_hard = int(n * al.hard_ray_fraction) if al.rays and len(self.hard_rays) else 0
-        hard, slots, hard_rgb = self.hard_rays.take(n_hard, generator)
+        share = int(n * al.hard_ray_fraction) if al.rays and len(self.hard_rays) else 0
+        # hard rays are paid for in samples: as many as fit in what ``share`` fresh rays would take
+        hard, slots, hard_rgb = self.hard_rays.take(share, generator, self.hard_rays.budget(share))
+        n_hard = slots.numel()
         if self.renders is None:
-            fresh, view = self.views.sample_rays(n - n_hard, generator)
+            fresh, view = self.views.sample_rays(n - share, generator)
             rgb = None
         else:
-            fresh, view, px, py = self.views.sample_pixels(n - n_hard, generator)
+            fresh, view, px, py = self.views.sample_pixels(n - share, generator)
             rgb = torch.cat([hard_rgb, self.renders.colors(view, px, py)])
         view = torch.cat([torch.full((n_hard,), -1, dtype=torch.long), view])
         return Rays.cat([hard, fresh]), view, slots, rgb
