@@ -258,6 +258,14 @@ def test_hard_rays_are_mixed_in_by_their_samples(tiny_teacher):
     again = DistillObjective(teacher, DistillConfig(stage_steps=(0, 0, 1), active=ActiveConfig(hard_ray_fraction=0.5, ray_pool=100)), g)
     again.load(state)
     assert torch.equal(again.hard_rays.samples, pool.samples) and float(again.hard_rays.fresh_samples) == float(pool.fresh_samples)
+    # a checkpoint from before sample counts: its pool rays cost one sample each, no fresh mean yet
+    old = {k: v for k, v in state.items() if k not in ("rays.samples", "rays.fresh_samples")}
+    again.load(old)
+    assert torch.equal(again.hard_rays.samples, torch.ones(len(pool))) and again.hard_rays.budget(10) is None
+    # fresh rays that took no samples (views of empty space) are a cost of 0, not "none seen"
+    empty = HardRayPool(capacity=8)
+    empty.update(rays, torch.arange(40, dtype=torch.float32), torch.zeros(0, dtype=torch.long), samples=torch.zeros(40))
+    assert empty.budget(4) == 0.0
 
 
 @pytest.mark.parametrize("kind", ["mlp", "tensorf-vm"])

@@ -14,6 +14,7 @@ run continues exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +46,7 @@ class ActiveConfig:
     hard_ray_fraction: float = 0.25
     """Share of each batch taken from the hard-ray pool, counted in samples: as many pool rays as
     fit in the samples this share of fresh rays would take (hard rays often take several times
-    more), so a step costs the same with the level on or off."""
+    more), so a step costs about the same with the level on or off."""
     top_k: int = 8
     """Samples per ray kept for point losses (the highest teacher weights)."""
     opaque_threshold: float = 0.1
@@ -146,8 +147,8 @@ class HardRayPool:
     Hard rays tend to cross the object and take several times the samples of a random ray, so
     they are mixed into a batch by samples, not by count: ``take`` with a ``budget`` stops
     before the rays taken exceed it, and ``fresh_samples`` (a running mean over the fresh rays
-    of each batch) is what a random ray costs. A batch with the hard-ray level on then queries
-    about as many samples as one without, and a step costs the same.
+    of each batch) is what a random ray costs. A batch with the hard-ray level on then marches
+    about as many samples as one without (fewer rays), and a step costs about the same.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -156,7 +157,7 @@ class HardRayPool:
         self.rgb = torch.zeros(0, 3)  # [P, 3] target colour
         self.error = torch.zeros(0)  # [P]
         self.samples = torch.zeros(0)  # [P] samples of each ray when it was last marched
-        self.fresh_samples = torch.tensor(0.0)  # running mean of a fresh ray's samples (0: none seen)
+        self.fresh_samples = torch.tensor(float("nan"))  # running mean of a fresh ray's samples (NaN: none seen)
 
     def __len__(self) -> int:
         return self.rays.shape[0]
@@ -172,7 +173,7 @@ class HardRayPool:
     def budget(self, n: int) -> float | None:
         """The samples ``n`` fresh rays would take (None before any were seen)."""
         fresh = float(self.fresh_samples)
-        return n * fresh if fresh > 0 else None
+        return None if math.isnan(fresh) else n * fresh
 
     def update(self, rays: Rays, error: Tensor, slots: Tensor, rgb: Tensor | None = None,
                samples: Tensor | None = None) -> None:
@@ -188,7 +189,7 @@ class HardRayPool:
             pool_samples[slots] = samples[:n_old]
         if len(rays) > n_old:
             mean = samples[n_old:].mean()
-            seen = float(self.fresh_samples) > 0
+            seen = not math.isnan(float(self.fresh_samples))
             self.fresh_samples = 0.9 * self.fresh_samples + 0.1 * mean if seen else mean
         new_rgb = torch.zeros(len(rays) - n_old, 3) if rgb is None else rgb[n_old:].detach().float().cpu()
         candidates = torch.cat([self.rays, _pack(rays[n_old:])])
@@ -208,7 +209,7 @@ class HardRayPool:
         self.rgb = state["rgb"].clone() if "rgb" in state else torch.zeros(len(self.rays), 3)
         # checkpoints from before sample counts: every ray costs one, as it did then
         self.samples = state["samples"].clone() if "samples" in state else torch.ones(len(self.rays))
-        self.fresh_samples = state["fresh_samples"].clone() if "fresh_samples" in state else torch.tensor(0.0)
+        self.fresh_samples = state["fresh_samples"].clone() if "fresh_samples" in state else torch.tensor(float("nan"))
 
 
 def _pack(rays: Rays) -> Tensor:  # [R, 11]

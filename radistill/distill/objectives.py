@@ -268,7 +268,8 @@ class DistillObjective:
     def _draw_rays(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor, Tensor, Tensor | None]:
         """Pool rays first (hard-ray level), then fresh rays of the views in play: the rays, the
         view of each (-1 for pool rays), the pool slots taken, and, for a teacher that teaches by
-        its renders, the colour of each ray in those renders (pixel-centre rays)."""
+        its renders, the colour of each ray in those renders (pixel-centre rays). At most ``n``
+        rays: pool rays that take more samples than fresh ones stand in for more than one."""
         al = self.config.active
         share = int(n * al.hard_ray_fraction) if al.rays and len(self.hard_rays) else 0
         # hard rays are paid for in samples: as many as fit in what ``share`` fresh rays would take
