@@ -253,7 +253,7 @@ def test_hard_rays_are_mixed_in_by_their_samples(tiny_teacher):
     drawn, view, slots, _ = objective._draw_rays(400, g)
     assert 0 < slots.numel() < 200 and int((view >= 0).sum()) == 200
     assert float(pool.samples[slots].sum()) <= pool.budget(200)
-    # a resumed objective takes the same hard rays
+    # a resumed objective has the same pool, sample counts and cost of a fresh ray
     state = objective.state()
     again = DistillObjective(teacher, DistillConfig(stage_steps=(0, 0, 1), active=ActiveConfig(hard_ray_fraction=0.5, ray_pool=100)), g)
     again.load(state)
