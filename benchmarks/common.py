@@ -55,8 +55,10 @@ def write_results(name: str, benchmark: str, records: list[dict], columns: list[
     commit = GIT_AT_START or git_commit()
     for r in records:
         r.setdefault("git", commit)  # merged files hold records of several runs
-    new_ids = {r["id"] for r in records}
-    merged = [r for r in old if r["id"] not in new_ids] + records
+    fresh = {r["id"]: r for r in records}
+    old_ids = {r["id"] for r in old}
+    # a rerun record takes its old row's place, so a partial rerun leaves the table's order alone
+    merged = [fresh.get(r["id"], r) for r in old] + [r for r in records if r["id"] not in old_ids]
     doc = {
         "benchmark": benchmark,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

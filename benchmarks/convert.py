@@ -151,6 +151,8 @@ def main() -> None:
                         help="seconds of the longer hashgrid -> gaussians run (0: none)")
     parser.add_argument("--ablation-budget", type=float, default=60.0)
     parser.add_argument("--ablation-to", nargs="+", default=["mlp", "tensorf-vm"], help="students of the ablation")
+    parser.add_argument("--ablation-levels", nargs="+", choices=list(LEVELS), default=list(LEVELS),
+                        help="rows of the ablation (default: all five)")
     parser.add_argument("--ablation-seeds", type=int, default=3,
                         help="runs of each ablation row (seeds 0..n-1); the row gives their mean")
     parser.add_argument("--teachers", type=Path, default=Path("outputs/bench_train"))
@@ -200,7 +202,7 @@ def main() -> None:
             flush()
     if "ablation" in args.only:
         for dst in args.ablation_to:
-            for levels in LEVELS:
+            for levels in args.ablation_levels:
                 runs = [bench.run("hashgrid", dst, args.ablation_budget, levels, seed=seed,
                                   record_id=f"ablation/lego/hashgrid->{dst}/{levels}") for seed in range(args.ablation_seeds)]
                 records.append(mean_record(runs))
