@@ -334,3 +334,34 @@ def test_densification_runs_in_a_conversion_and_resume_across_it_is_exact(tiny_t
         tiny_teacher, "gaussians", config, options, output=tmp_path / "split", resume=resume))
     assert resumed.train.steps == 24 and all(h["step"] > 16 for h in resumed.train.history)
     assert_same_state(whole, resumed.student)
+
+
+def test_scenes_made_elsewhere_keep_3dgs_low_pass_and_fitted_ones_radistills(tmp_path, tiny_teacher):
+    """A lone, point-like Gaussian on a pixel centre spreads as the low-pass ``eps2d`` says:
+    a neighbouring pixel gets exp(-1 / (2 eps2d)) of the centre's alpha. Scenes read from files
+    (made by 3DGS, gsplat, splatfacto) are drawn with their 0.3; scenes radistill fits use 0.1,
+    and their checkpoints keep it."""
+    from radistill.cameras import look_at, pinhole_cameras
+    from radistill.distill.teachers import FieldTeacher
+
+    def neighbour_ratio(field):
+        cams = pinhole_cameras(look_at(torch.tensor([[0.0, 0.0, 2.0]]), torch.zeros(3), torch.tensor([0.0, 1.0, 0.0])), 9)
+        alpha = field.render_image(cams, 0, torch.zeros(3))["opacity"].detach()  # the Gaussian lies on pixel (4, 4)'s centre
+        return float(alpha[4, 5] / alpha[4, 4])
+
+    lone = dict(means=torch.zeros(1, 3), quats=torch.tensor([[1.0, 0, 0, 0]]), log_scales=torch.full((1, 3), -12.0),
+                logit_opacities=torch.tensor([3.0]), sh=torch.zeros(1, 1, 3))
+    imported = GaussiansField.from_params(**lone)
+    assert imported.config.eps2d == 0.3
+    assert neighbour_ratio(imported) == pytest.approx(math.exp(-1 / 0.6), rel=1e-3)
+    save_gaussians(tmp_path / "lone.ply", imported)
+    assert load_gaussians(tmp_path / "lone.ply").config.eps2d == 0.3
+
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    fitted = GaussiansField.from_teacher(teacher.field, GaussiansConfig(initial_gaussians=50, sh_degree=0))
+    assert fitted.config.eps2d == GaussiansConfig().eps2d == 0.1
+    save_field(tmp_path / "fitted.safetensors", fitted)
+    reloaded = load_field(tmp_path / "fitted.safetensors")
+    assert reloaded.config.eps2d == 0.1
+    one = GaussiansField.from_params(**lone, aabb=AABB, config=reloaded.config)
+    assert neighbour_ratio(one) == pytest.approx(math.exp(-1 / 0.2), rel=1e-3)
