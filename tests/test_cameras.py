@@ -73,6 +73,28 @@ def test_like_cameras_sampler_draws_from_the_camera_distribution():
     assert abs(float(elev.mean()) - 20.0) < 1.0 and float(elev.std()) < 6.0
 
 
+def test_perturbed_copies_of_perturbed_copies_stay_where_the_cameras_are():
+    """Pose-level active learning perturbs the worst views again and again; chains of
+    perturbations must not wander below the ground or towards the object."""
+    cams = make_cams(orbit_poses(30, radius=4.0, elevation_deg=20.0))
+    sampler = LikeCamerasSampler(cams, jitter_radius=0.05, jitter_angle_deg=10.0)
+    r_min, r_max, el_min, el_max = sampler.bounds()
+    assert (r_min, r_max) == pytest.approx((4.0 * 0.9, 4.0 * 1.1), rel=1e-4)
+    assert (math.degrees(el_min), math.degrees(el_max)) == pytest.approx((0.0, 40.0), abs=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    poses = sampler.sample(64, generator)
+    first = sampler.perturb(poses, generator)
+    assert float((first[:, :3, 3] - poses[:, :3, 3]).norm(dim=-1).min()) > 0  # each copy moved
+    for _ in range(300):
+        poses = sampler.perturb(poses, generator)
+    r = poses[:, :3, 3].norm(dim=-1)
+    elev = torch.asin(poses[:, 2, 3] / r)
+    assert float(r.min()) >= r_min - 1e-4 and float(r.max()) <= r_max + 1e-4
+    assert float(elev.min()) >= el_min - 1e-4 and float(elev.max()) <= el_max + 1e-4
+    # they still spread over the allowed range rather than piling up at one end
+    assert float(elev.max() - elev.min()) > 0.5 * (el_max - el_min)
+
+
 def test_like_cameras_sampler_finds_the_point_the_cameras_look_at():
     from radistill.cameras import look_at_point
 

@@ -111,22 +111,30 @@ class ViewPool:
         self.error.zero_()
         self.count.zero_()
 
-    def replace(self, generator: torch.Generator, n: int, hard: bool) -> Tensor:
-        """Replace ``n`` views and return their slots.  # [n]
+    def replace(self, generator: torch.Generator, n: int, hard_fraction: float) -> Tensor:
+        """Replace ``n`` random views and return their slots.  # [n]
 
-        With ``hard`` (once ``2n`` views were rendered), perturbed copies of the ``n`` worst views
-        take the places of the ``n`` best; otherwise fresh random poses take random places. For
-        students that cache what each view costs to make (the teacher's render of it), this keeps
-        most of the pool, where ``refresh`` renews all of it.
+        ``hard_fraction`` of the new views (rounded at random, so that a small ``n`` gets its
+        share on average) are perturbed copies of the worst-rendered views seen so far, the rest
+        fresh random poses: the share of copies in the pool stays about ``hard_fraction``, as
+        after a ``refresh``. For students that cache what each view costs to make (the
+        teacher's render of it), this keeps most of the pool, where ``refresh`` renews all of it.
+
+        Copies of the worst views once took the places of the best ones. Renewal after renewal
+        the pool then filled with copies of a few hard views, and a Gaussian student fitted those
+        at the cost of every other view (lego, hashgrid -> gaussians, 10 CPU minutes: 31.30 dB
+        held-out, against 32.63 with fresh random views only).
         """
         size = self.c2w.shape[0]
+        slots = torch.randperm(size, generator=generator)[:n]
+        new = self.teacher.sample_poses(n, generator)
+        share = hard_fraction * n
+        n_hard = int(share) + int(float(torch.rand((), generator=generator)) < share - int(share))
         seen = self.count > 0
-        n_seen = int(seen.sum())
-        if hard and n_seen >= 2 * n:
-            order = torch.argsort(torch.where(seen, self.psnr(), torch.full_like(self.error, float("inf"))))
-            slots, new = order[n_seen - n:n_seen], self.teacher.perturb_poses(self.c2w[order[:n]], generator)
-        else:
-            slots, new = torch.randperm(size, generator=generator)[:n], self.teacher.sample_poses(n, generator)
+        n_hard = min(n_hard, int(seen.sum()))
+        if n_hard > 0:
+            worst = torch.argsort(torch.where(seen, self.psnr(), torch.full_like(self.error, float("inf"))))[:n_hard]
+            new[:n_hard] = self.teacher.perturb_poses(self.c2w[worst], generator)
         self.c2w[slots] = new
         self.error[slots] = 0.0
         self.count[slots] = 0.0

@@ -6,10 +6,11 @@ compares it with the teacher's render of the same view, with 3DGS's loss
 ``(1 - l) L1 + l (1 - SSIM)``, ``l = 0.2``.
 
 Views come from a pool of ``active.view_pool`` teacher poses whose teacher renders are cached
-(rendered on first use). Every ``refresh_every`` steps a sixteenth of the pool is replaced: with
-pose-level active learning, perturbed copies of the worst-rendered views (by the PSNR of their
-own renders) replace the best-rendered ones; without it, random views give way to fresh random
-poses. The ray and point levels do not apply to whole-image students. When the original photos
+(rendered on first use). Every ``refresh_every`` steps a sixteenth of the pool, chosen at random,
+is replaced: with pose-level active learning, ``hard_view_fraction`` of the new views are
+perturbed copies of the worst-rendered views (by the PSNR of their own renders), the rest fresh
+random poses; without it, all are fresh. The ray and point levels do not apply to whole-image
+students. When the original photos
 are given, ``image_fraction`` of the steps use a random photo instead of a teacher view.
 """
 
@@ -74,7 +75,8 @@ class ImageDistillObjective:
 
     def refresh(self, generator: torch.Generator) -> None:
         """Replace a sixteenth of the pool (see the module docstring); their renders are redone on use."""
-        self.renders.renew(generator, self.config.active.poses)
+        al = self.config.active
+        self.renders.renew(generator, al.hard_view_fraction if al.poses else 0.0)
 
     def state(self) -> dict[str, Tensor]:
         """The pool (the cached teacher renders are not saved: they are re-rendered on demand)."""

@@ -263,7 +263,7 @@ class DistillObjective:
         if self.renders is None:
             self.views.refresh(generator, al.hard_view_fraction if al.poses else 0.0)
         else:
-            self.renders.renew(generator, al.poses)
+            self.renders.renew(generator, al.hard_view_fraction if al.poses else 0.0)
 
     def _draw_rays(self, n: int, generator: torch.Generator) -> tuple[Rays, Tensor, Tensor, Tensor | None]:
         """Pool rays first (hard-ray level), then fresh rays of the views in play: the rays, the

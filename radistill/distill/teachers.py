@@ -8,6 +8,7 @@ any pose, so views are unlimited.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,11 +193,11 @@ class ViewRenders:
             self.image(v)
         return self.images[view, py, px]
 
-    def renew(self, generator: torch.Generator, hard: bool) -> None:
-        """Replace a sixteenth of the pool's views (``ViewPool.replace``; with ``hard``, the best
-        by perturbed copies of the worst) and drop their renders: each view costs a render, so
+    def renew(self, generator: torch.Generator, hard_fraction: float) -> None:
+        """Replace a sixteenth of the pool's views (``ViewPool.replace``: ``hard_fraction`` of
+        them perturbed copies of the worst) and drop their renders: each view costs a render, so
         most of the pool is kept, where a volumetric teacher's pool is renewed whole."""
-        self.forget(self.pool.replace(generator, max(1, self.pool.c2w.shape[0] // 16), hard))
+        self.forget(self.pool.replace(generator, max(1, self.pool.c2w.shape[0] // 16), hard_fraction))
 
     def forget(self, slots: Tensor | None = None) -> None:
         """Drop the renders of replaced views (all of them when ``slots`` is None)."""
@@ -217,6 +218,9 @@ class SphereLikeSampler(LikeCamerasSampler):
     """Poses all around the aabb (elevation above -30 degrees), for teachers without cameras."""
 
     radius: float = 4.0
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        return self.radius, self.radius, math.radians(-30.0), 1.45
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # [n, 4, 4]
         center = tuple(float(c) for c in self.center)

@@ -31,7 +31,10 @@ from radistill.render.splat import Camera, rasterize
 
 @dataclass
 class GaussiansConfig:
-    """Options of a Gaussian scene: its SH degree, the rasteriser, and 3DGS's optimisation."""
+    """Options of a Gaussian scene: its SH degree, the rasteriser, and 3DGS's optimisation.
+
+    The measurements quoted below for the seeds, learning rates and growth threshold were made
+    with ``eps2d`` 0.3 (its default then), against a 32.48 dB hashgrid teacher."""
 
     sh_degree: int = 3
     """Degree of the SH colour (0-3)."""
