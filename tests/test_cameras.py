@@ -94,6 +94,27 @@ def test_perturbed_copies_of_perturbed_copies_stay_where_the_cameras_are():
     # they still spread over the allowed range rather than piling up at one end
     assert float(elev.max() - elev.min()) > 0.5 * (el_max - el_min)
 
+def test_perturbed_forward_facing_copies_stay_near_the_cameras():
+    """The same for forward-facing (NDC) captures: copies keep the orientation and stay
+    within the box of the camera centres widened by their spread."""
+    c2w = torch.eye(4).repeat(9, 1, 1)
+    c2w[:, 0, 3] = torch.linspace(-0.3, 0.3, 9)
+    c2w[:, 1, 3] = torch.linspace(-0.1, 0.1, 9).flip(0)
+    cams = make_cams(c2w)
+    cams.ndc = NDC(focal=35.0, width=40, height=30)
+    sampler = LikeCamerasSampler(cams)
+    generator = torch.Generator().manual_seed(0)
+    poses = sampler.sample(64, generator)
+    spread = cams.centers.std(dim=0)
+    lo, hi = cams.centers.min(0).values - spread, cams.centers.max(0).values + spread
+    for _ in range(300):
+        poses = sampler.perturb(poses, generator)
+    centers = poses[:, :3, 3]
+    assert bool((centers >= lo - 1e-6).all()) and bool((centers <= hi + 1e-6).all())
+    assert torch.allclose(poses[:, :3, :3], torch.eye(3).expand(64, 3, 3))
+    assert float(centers[:, 0].max() - centers[:, 0].min()) > 0.5 * float(hi[0] - lo[0])  # still spread out
+
+
 
 def test_like_cameras_sampler_finds_the_point_the_cameras_look_at():
     from radistill.cameras import look_at_point
