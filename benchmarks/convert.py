@@ -263,8 +263,11 @@ def append_matrix(path: Path) -> None:
         label = src if teacher is None else f"{src} ({teacher:.2f})"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Gaussians and meshes (held-out PSNR, difference to the teacher):", ""]
-    long_gaussians = sorted(i.split("/")[-1] for i in by_id if i.startswith("convert/lego/hashgrid->gaussians@"))
-    for pair in ("hashgrid->gaussians", *long_gaussians, "gaussians->hashgrid", "hashgrid->mesh", "mesh->hashgrid"):
+    def longer(pair: str) -> list[str]:  # the same pair at other budgets (``pair@600s``)
+        return sorted(i.split("/")[-1] for i in by_id if i.startswith(f"convert/lego/{pair}@"))
+
+    for pair in ("hashgrid->gaussians", *longer("hashgrid->gaussians"), "gaussians->hashgrid", *longer("gaussians->hashgrid"),
+                 "hashgrid->mesh", "mesh->hashgrid"):
         m = by_id.get(f"convert/lego/{pair}")
         if m is not None:
             lines.append(f"- {pair}: {m['psnr']:.2f} dB ({m['delta_db']:+.2f}; teacher {m['teacher_heldout_psnr']:.2f}), "
