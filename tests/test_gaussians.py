@@ -253,6 +253,46 @@ def test_conversion_into_gaussians_and_back_improves_on_the_start(tiny_teacher, 
 
 
 
+@pytest.fixture(scope="module")
+def tiny_gaussians(tiny_teacher):
+    """The tiny hashgrid teacher as a small Gaussian scene (a conversion teacher of its own)."""
+    from radistill.conversion import ConvertConfig, convert
+    from radistill.distill.objectives import DistillConfig
+    from radistill.distill.teachers import FieldTeacher
+
+    teacher = FieldTeacher.from_checkpoint(tiny_teacher)
+    cfg = ConvertConfig(distill=DistillConfig(stage_steps=(0, 0, 80)), progress=False, report_views=0)
+    scene = convert(teacher, "gaussians", cfg, {"initial_gaussians": 1000, "sh_degree": 1}).student
+    return FieldTeacher(scene, teacher.cameras, teacher.background)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["mlp", "tensorf-vm", "tensorf-cp"])
+def test_gaussians_convert_to_and_from_every_other_neural_kind(tiny_gaussians, kind):
+    """Gaussians -> ``kind`` from the Gaussians' renders, then that field -> Gaussians through
+    its point answers: each student ends closer to its teacher than where it started."""
+    from radistill.conversion import ConvertConfig, compare_on_views, convert
+    from radistill.distill.objectives import DistillConfig
+    from radistill.distill.teachers import FieldTeacher
+    from radistill.fields import create_field
+
+    grid = {"resolution": 48, "final_resolution": 48, "density_components": 8, "app_components": 24, "samples_per_ray": 64}
+    small = {"mlp": {"width": 64, "depth": 3, "samples_per_ray": 64}, "tensorf-vm": grid, "tensorf-cp": grid}[kind]
+    torch.manual_seed(0)
+    fresh = compare_on_views(create_field(kind, tiny_gaussians.field.aabb, **small), tiny_gaussians, 3)
+    field = convert(tiny_gaussians, kind, ConvertConfig(distill=DistillConfig(stage_steps=(0, 0, 60)), progress=False,
+                                                        report_views=3), small)
+    assert field.student.kind == kind
+    assert field.report["psnr_vs_teacher"] > fresh["psnr_vs_teacher"] + 5
+    neural = FieldTeacher(field.student, tiny_gaussians.cameras, tiny_gaussians.background)
+    options = GaussiansConfig(initial_gaussians=600, sh_degree=0)
+    start = GaussiansField.from_teacher(neural.field, options, neural.views(neural.sample_poses(16, torch.Generator().manual_seed(0))))
+    before = compare_on_views(start, neural, 3)["psnr_vs_teacher"]
+    back = convert(neural, "gaussians", ConvertConfig(distill=DistillConfig(stage_steps=(0, 0, 40)), progress=False,
+                                                      report_views=3), {"initial_gaussians": 600, "sh_degree": 0})
+    assert back.student.kind == "gaussians" and back.report["psnr_vs_teacher"] > before + 5
+
+
 def test_a_gaussian_teacher_teaches_by_its_renders_not_its_volumetric_view(monkeypatch):
     from radistill.distill.objectives import DistillConfig, DistillObjective
     from radistill.distill.teachers import FieldTeacher, default_cameras
