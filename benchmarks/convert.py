@@ -198,7 +198,7 @@ def main() -> None:
             flush()
     if "gaussians" in args.only or "from-gaussians" in args.only:
         teacher_budget = args.gaussians_budget or args.budget
-        for budget in (args.budget, args.gaussians_budget):
+        for budget in dict.fromkeys((args.budget, args.gaussians_budget)):  # once each, when they are equal
             if not budget:
                 continue
             rec = bench.run("gaussians", "hashgrid", budget, save_renders=budget == args.budget,
