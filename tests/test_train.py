@@ -151,3 +151,42 @@ def test_training_on_a_cpu_makes_gathers_with_repeated_indices_reproducible(tiny
     field = create_field("hashgrid", tiny_scene.aabb, log2_table=12, max_resolution=64)
     train(field, ImageTeacher.from_scene(tiny_scene), TrainConfig(steps=3, batch_rays=256, progress=False))
     assert seen == [True] * 3 and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_optimiser_state_of_an_unfused_run_resumes_into_the_fused_step():
+    """Checkpoints written before the fused step (torch's default Adam) carry ``fused: null`` and
+    their own ``step`` tensors: restored, the optimiser keeps its fused step and continues the
+    run's update (moments and step count carried over)."""
+    import json
+
+    from radistill.distill.engine import load_optimizer_state, make_optimizer, optimizer_state
+
+    def stepped(field, opt, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            for p in field.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+
+    aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    torch.manual_seed(0)
+    field = create_field("hashgrid", aabb, **SMALL["hashgrid"])
+    old = torch.optim.Adam(field.param_groups(), betas=(0.9, 0.99), eps=1e-15, foreach=False)
+    stepped(field, old, 3, seed=1)
+    tensors, groups = optimizer_state(old)
+    tensors = {k: v.clone() for k, v in tensors.items()}  # as read back from a file
+    assert all(g["fused"] is None for g in json.loads(groups))
+    start = {k: v.clone() for k, v in field.state_dict().items()}
+
+    resumed = make_optimizer(field)
+    load_optimizer_state(resumed, tensors, groups)
+    assert all(g["fused"] for g in resumed.param_groups)
+    stepped(field, resumed, 2, seed=2)
+    after_fused = {k: v.clone() for k, v in field.state_dict().items()}
+
+    field.load_state_dict(start)
+    stepped(field, old, 2, seed=2)  # the unfused run going on
+    for name, value in field.state_dict().items():
+        assert torch.allclose(after_fused[name], value, rtol=1e-5, atol=1e-6), name
+        if name.startswith("encoder"):
+            assert not torch.equal(after_fused[name], start[name]), name  # it did step

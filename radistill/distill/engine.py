@@ -91,7 +91,10 @@ def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor],
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": json.loads(groups_json)})
+    groups = json.loads(groups_json)
+    for group in groups:  # the step this optimiser takes, not the one of the run that saved it
+        group["fused"] = opt.defaults.get("fused")
+    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 def set_learning_rates(opt: torch.optim.Optimizer, factor: float) -> None:
