@@ -198,17 +198,34 @@ def test_weighted_rows_gradients_match_autograd_for_narrow_and_wide_tables():
         assert torch.allclose(table.grad, ref.grad, atol=1e-5)
 
 
-def test_weighted_rows_wide_table_gradient_in_double_precision_and_for_no_rows():
-    """The sparse-product backward of wide tables on CPU: exact in float64 with repeated rows,
-    and a zero gradient (not an error) when a batch has no point."""
+def test_weighted_rows_gradient_in_double_precision_and_for_no_rows():
+    """Both backward paths on CPU (per-column bincounts for narrow tables, the sparse product for
+    wide ones): exact in float64 with repeated rows, and a zero gradient (not an error) when a
+    batch has no point."""
     from radistill.fields.gather import weighted_rows
 
-    table = torch.randn(12, 20, dtype=torch.float64, requires_grad=True)
-    rows = torch.randint(0, 12, (50, 2))  # 50 points into 12 rows: every row repeats
-    w = torch.rand(50, 2, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda t: weighted_rows(t, rows, w), (table,))
-    weighted_rows(table, rows[:0], w[:0]).sum().backward()
-    assert torch.equal(table.grad, torch.zeros_like(table))
+    for channels in (2, 20):
+        table = torch.randn(12, channels, dtype=torch.float64, requires_grad=True)
+        rows = torch.randint(0, 12, (50, 2))  # 50 points into 12 rows: every row repeats
+        w = torch.rand(50, 2, dtype=torch.float64)
+        assert torch.autograd.gradcheck(lambda t: weighted_rows(t, rows, w), (table,), atol=1e-9, rtol=1e-7)
+        weighted_rows(table, rows[:0], w[:0]).sum().backward()
+        assert torch.equal(table.grad, torch.zeros_like(table))
+
+
+def test_weighted_rows_half_table_gradient_is_half_and_summed_in_float():
+    """An fp16 table gets an fp16 gradient, summed in fp32: 400 points on one row in halves
+    would lose the small contributions once the sum passes 2^11 * their size."""
+    from radistill.fields.gather import weighted_rows
+
+    table = torch.zeros(4, 2, dtype=torch.float16, requires_grad=True)
+    rows = torch.zeros(4000, 1, dtype=torch.long)
+    w = torch.ones(4000, 1)
+    up = torch.full((4000, 2), 0.25, dtype=torch.float16)
+    (weighted_rows(table, rows, w) * up).sum().backward()
+    assert table.grad.dtype == torch.float16
+    assert torch.equal(table.grad[0], torch.tensor([1000.0, 1000.0], dtype=torch.float16))
+    assert torch.equal(table.grad[1:], torch.zeros(3, 2, dtype=torch.float16))
 
 
 def test_cp_product_of_three_matches_prod_in_values_and_gradients():

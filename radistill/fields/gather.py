@@ -34,10 +34,15 @@ class _WeightedRows(torch.autograd.Function):
         total, channels = ctx.table_shape
         flat_rows = rows.reshape(-1)
         if channels <= NARROW:
-            # bincount sums in fp32 at least (and takes no fp16 weights on CUDA)
-            cols = [torch.bincount(flat_rows, weights=(weights * grad[:, c:c + 1]).reshape(-1).float(), minlength=total)
-                    for c in range(channels)]
-            return torch.stack(cols, -1).to(grad.dtype), None, None
+            # bincount sums in fp32 at least (and takes no fp16 weights on CUDA). Each column is
+            # written into one preallocated table: stacking the columns instead interleaves them
+            # in a second pass over the whole table, which cost as much as the bincounts.
+            summed = torch.promote_types(grad.dtype, torch.float32)
+            table_grad = torch.empty(total, channels, dtype=summed, device=grad.device)
+            for c in range(channels):
+                table_grad[:, c] = torch.bincount(flat_rows, weights=(weights * grad[:, c:c + 1]).reshape(-1).to(summed),
+                                                  minlength=total)
+            return table_grad.to(grad.dtype), None, None
         if grad.device.type == "cpu" and grad.dtype in (torch.float32, torch.float64):
             points = torch.arange(rows.shape[0], device=rows.device).repeat_interleave(rows.shape[1])
             spread = torch.sparse_coo_tensor(torch.stack([flat_rows.long(), points]), weights.reshape(-1).to(grad.dtype),
