@@ -12,6 +12,10 @@ from pathlib import Path
 
 import torch
 
+from radistill.host_memory import reuse_large_buffers
+
+reuse_large_buffers()  # as the radistill command does: the figures are the command's
+
 RESULTS = Path(__file__).resolve().parent / "results"
 # ../shared/data beside the checkout; RADISTILL_DATA points elsewhere (a GPU machine gets a copy)
 DATA = Path(os.environ.get("RADISTILL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

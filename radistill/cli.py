@@ -312,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     command = tyro.cli(Command, args=argv, prog="radistill",
                        description="Convert, distill and relight radiance fields.")
     from radistill.errors import RadistillError
+    from radistill.host_memory import reuse_large_buffers
 
+    reuse_large_buffers()
     try:
         command.run()
     except RadistillError as exc:
