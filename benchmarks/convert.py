@@ -61,9 +61,10 @@ STUDENT_STAGES = {"mlp": (10_000, 50_000, 20_000)}
 STUDENT_PRESETS = {**PRESETS, "tensorf-cp": {"samples_per_ray": 256},
                    "hashgrid": {**PRESETS["hashgrid"], "log2_table": 19}}
 """Students are built with the training benchmark's presets, except where that preset (chosen to
-train fast from photos) holds a student back. ``tensorf-cp``: as a student of the hash grid
-(2 CPU minutes) the preset's 48 density and 96 appearance components gave 30.73 dB held-out
-against 31.74 with the kind's own sizes (TensoRF's: 96 and 288). ``hashgrid``: the kind's own
+train fast from photos) holds a student back. ``tensorf-cp``: the kind's own sizes (384 density
+and 864 appearance components; the preset's 48 and 96 gave hashgrid -> tensorf-cp 30.73 dB
+held-out in 2 CPU minutes against 31.74 with TensoRF's 96 and 288, and the kind's docstring has
+the measurements that chose 384 and 864). ``hashgrid``: the kind's own
 table of 2^19 entries a level instead of the preset's 2^17 (tensorf-vm -> hashgrid, 2 CPU
 minutes: 32.99 dB held-out against 32.71, with a third fewer steps; tensorf-cp -> hashgrid 31.70
 against 31.58), at the preset's finest resolution (512; the kind's 2048 gave 32.48). A student

@@ -556,7 +556,7 @@ def test_every_kind_converts_to_and_from_a_mesh(tiny_teacher, tmp_path):
     cams = teacher.views(teacher.sample_poses(1, torch.Generator().manual_seed(5)))
     with torch.no_grad():
         covered = mesh.render_image(cams, 0, teacher.background)["opacity"] > 0.5
-    small = {"mlp": {}, "tensorf-vm": {"final_resolution": 48}, "tensorf-cp": {"final_resolution": 48},
+    small = {"mlp": {}, "tensorf-vm": {"final_resolution": 48}, "tensorf-cp": {"final_resolution": 48, "density_components": 96, "app_components": 288},
              "gaussians": {"initial_gaussians": 2000, "sh_degree": 0}}
     steps = {"tensorf-cp": ConvertConfig(distill=DistillConfig(stage_steps=(0, 40, 80)), progress=False,
                                          report_views=2)}  # the slowest learner of the kinds

@@ -12,7 +12,8 @@ from radistill.metrics import psnr
 SMALL = {"hashgrid": {"log2_table": 14, "max_resolution": 128, "samples_per_ray": 96},
          "mlp": {"width": 64, "depth": 3, "samples_per_ray": 96},
          "tensorf-vm": {"samples_per_ray": 96, "resolution": 24, "final_resolution": 48, "upsample_steps": (30,)},
-         "tensorf-cp": {"samples_per_ray": 96, "resolution": 24, "final_resolution": 48, "upsample_steps": (30,)}}
+         "tensorf-cp": {"samples_per_ray": 96, "resolution": 24, "final_resolution": 48, "upsample_steps": (30,),
+                        "density_components": 96, "app_components": 288}}
 
 
 def constant_colour_psnr(scene) -> float:
