@@ -19,7 +19,7 @@ import sys
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 1 << 30  # allocations below 1 GiB come from the heap
-TRIM_THRESHOLD = 1 << 31  # the heap returns free memory to the system only above 2 GiB
+TRIM_THRESHOLD = (1 << 31) - 1  # the heap returns free memory to the system only above 2 GiB (mallopt takes an int)
 
 
 def reuse_large_buffers() -> bool:
@@ -37,4 +37,6 @@ def reuse_large_buffers() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    mapped = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # older glibc refuses more than 32 MiB
+    trimmed = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    return bool(mapped) and bool(trimmed)
