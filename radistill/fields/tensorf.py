@@ -241,9 +241,18 @@ class _TensoRFField(NeuralField):
         return False
 
     def prepare_state(self, state: dict[str, Tensor]) -> None:
-        saved = state.get("encoder.density_lines")
-        if saved is not None and saved.ndim == 3 and saved.shape[1] != self.encoder.resolution:
-            self.encoder.resize(saved.shape[1])
+        """Take the saved grid resolution, and the saved component counts where they differ from
+        this config's (a nerfstudio run keeps only the options it was given, so one made before
+        the kind's default sizes changed is rebuilt with the new defaults)."""
+        density, app = state.get("encoder.density_lines"), state.get("encoder.app_lines")
+        if density is None or app is None or density.ndim != 3 or app.ndim != 3:
+            return
+        counts = {"density_components": density.shape[-1], "app_components": app.shape[-1]}
+        if any(getattr(self.config, k) != v for k, v in counts.items()):
+            self.config = dataclasses.replace(self.config, resolution=density.shape[1], **counts)
+            self.encoder = type(self.encoder)(self.config)
+        elif density.shape[1] != self.encoder.resolution:
+            self.encoder.resize(density.shape[1])
 
 
 class TensoRFVMField(_TensoRFField):
