@@ -6,8 +6,8 @@ a 2^19-entry hash table is 42 MB) pays for zeroed pages again at every touch: ab
 step on the 2-core reference machine, where a reused buffer costs 1-2 ms. Raising the
 threshold (and the trim threshold, so the heap keeps what it grew) lets such buffers be
 reused. The radistill command and the benchmarks call :func:`reuse_large_buffers` once at
-start; a Python program may call it too. The heap then stays at its peak size until the
-process exits.
+start; a Python program may call it too. The process then keeps up to 2 GiB of freed heap
+until it exits.
 """
 
 from __future__ import annotations
