@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+
 def _glibc_with_mallinfo2() -> bool:
     import ctypes
 
@@ -41,7 +42,7 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def probe(mode: str) -> str:
+def probe(mode: str) -> list[str]:
     return subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True).stdout.split()
 
 
